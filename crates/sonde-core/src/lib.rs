@@ -1,0 +1,31 @@
+//! # The sonde data model
+//!
+//! The types every part of sonde agrees on, with no runtime attached: the host
+//! (`sonde`), the `sonde` CLI and the reference collector all read and write
+//! these, so a report serialized by one is decoded by another with the same
+//! code.
+//!
+//! - [`Manifest`]: the operator's TOML manifest, parsed and validated, with
+//!   errors that name the file, line and key ([`ManifestError`]).
+//! - [`EventRecord`] and [`parse_events_jsonl`]: events as JSON lines, the
+//!   format of `--events FILE.jsonl`.
+//! - [`Report`], [`PluginReport`], [`Metric`]: what leaves the host, byte for
+//!   byte ([`Report::to_json`]).
+//!
+//! Every quantity read from a file or a peer has a named limit in [`limits`].
+
+#![deny(missing_docs)]
+
+mod event;
+pub mod limits;
+mod location;
+mod manifest;
+mod report;
+
+pub use event::{EventRecord, EventsError, FieldValue, parse_events_jsonl, read_events_file};
+pub use location::Location;
+pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
+pub use report::{
+    BufferStats, HostFacts, Metric, MetricKind, MetricValue, PluginCost, PluginReport, PluginState,
+    Report, REPORT_SCHEMA_VERSION,
+};

@@ -1,0 +1,507 @@
+//! The operator's manifest: which plugins may run, with what, and how.
+//!
+//! ```toml
+//! [telemetry]
+//! mode = "local"            # "off" (default) | "local" | "on"
+//! buffer_capacity = 65536   # events in the ring buffer
+//! state_dir = ".sonde"      # relative to the manifest unless absolute
+//!
+//! [[plugin]]
+//! name = "http-status"
+//! path = "plugins/http_status.wasm"  # relative to the manifest unless absolute
+//! sha256 = "<64 hex digits>"         # required; a mismatch refuses the plugin
+//! allow = true                       # default false: denied, never instantiated
+//! events = ["http.request"]          # event kinds the plugin may receive
+//! [plugin.config]                    # optional strings handed to the plugin
+//! top_n = "5"
+//! ```
+//!
+//! Everything is checked when the file is read: unknown keys, wrong types,
+//! values past their [limits](crate::limits), duplicate plugin names. Every
+//! error names the file, the line and the key. Whether a plugin's file exists
+//! and matches its hash is the host's business (a bad plugin must not stop the
+//! others), but [`PluginSpec`] keeps the lines to point at.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::limits::*;
+use crate::location::Location;
+
+/// Whether telemetry runs, and whether it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Nothing is collected, no file is written, no thread is started.
+    #[default]
+    Off,
+    /// Events are collected and reports can be previewed; nothing is sent.
+    Local,
+    /// Reports are sent to the configured endpoint.
+    On,
+}
+
+impl Mode {
+    /// `off`, `local` or `on`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Local => "local",
+            Mode::On => "on",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The file it was read from (as given).
+    pub path: PathBuf,
+    /// The `[telemetry]` table.
+    pub telemetry: TelemetrySettings,
+    /// The `[[plugin]]` entries, in file order.
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// The `[telemetry]` table, with defaults filled in and paths resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// `mode`, default [`Mode::Off`].
+    pub mode: Mode,
+    /// `buffer_capacity`, default [`DEFAULT_BUFFER_CAPACITY`].
+    pub buffer_capacity: usize,
+    /// `state_dir`, default `.sonde`, resolved against the manifest's folder.
+    pub state_dir: PathBuf,
+}
+
+/// One `[[plugin]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// Unique name chosen by the operator; reports use it.
+    pub name: String,
+    /// The component file, resolved against the manifest's folder.
+    pub path: PathBuf,
+    /// Expected SHA-256 of the file, lower-case hex.
+    pub sha256: String,
+    /// `allow`, default false.
+    pub allow: bool,
+    /// Event kinds the plugin may receive.
+    pub events: Vec<String>,
+    /// `[plugin.config]` values.
+    pub config: BTreeMap<String, String>,
+    /// Where the entry's `name` is, for messages about the plugin.
+    pub at: Location,
+    /// Where its `path` is, for messages about the file.
+    pub path_at: Location,
+    /// Where its `sha256` is, for messages about the hash.
+    pub sha256_at: Location,
+}
+
+/// A manifest that could not be read or is not valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    /// Where: file, line and key.
+    pub at: Location,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    telemetry: Option<RawTelemetry>,
+    #[serde(default, rename = "plugin")]
+    plugins: Vec<RawPlugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    mode: Mode,
+    buffer_capacity: Option<Spanned<u64>>,
+    state_dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    sha256: Spanned<String>,
+    #[serde(default)]
+    allow: bool,
+    events: Option<Spanned<Vec<String>>>,
+    config: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let whole = |message: String| ManifestError { at: Location::new(path, 0, None), message };
+        let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read manifest: {e}")))?;
+        if meta.len() > MAX_MANIFEST_BYTES {
+            return Err(whole(format!(
+                "{} bytes is over the limit of {MAX_MANIFEST_BYTES} bytes for a manifest",
+                meta.len()
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| whole(format!("cannot read manifest: {e}")))?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Validates manifest `text`; `path` names it in errors and anchors
+    /// relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let line = if e.span().is_some() { Location::line_of(text, offset) } else { 0 };
+            let key = key_at(text, offset, e.message());
+            ManifestError { at: Location::new(path, line, key), message: e.message().trim().to_string() }
+        })?;
+        Validator { text, path }.manifest(raw)
+    }
+
+    /// The folder relative paths in the manifest are resolved against.
+    pub fn base_dir(path: &Path) -> PathBuf {
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// The plugin called `name`, if listed.
+    pub fn plugin(&self, name: &str) -> Option<&PluginSpec> {
+        self.plugins.iter().find(|p| p.name == name)
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn at<T>(&self, spanned: &Spanned<T>, key: String) -> Location {
+        Location::new(self.path, Location::line_of(self.text, spanned.span().start), Some(key))
+    }
+
+    fn err<T>(&self, spanned: &Spanned<T>, key: String, message: String) -> ManifestError {
+        ManifestError { at: self.at(spanned, key), message }
+    }
+
+    fn manifest(&self, raw: RawManifest) -> Result<Manifest, ManifestError> {
+        let base = Manifest::base_dir(self.path);
+        let telemetry = match raw.telemetry {
+            None => TelemetrySettings {
+                mode: Mode::Off,
+                buffer_capacity: DEFAULT_BUFFER_CAPACITY,
+                state_dir: base.join(".sonde"),
+            },
+            Some(t) => self.telemetry(t, &base)?,
+        };
+        if raw.plugins.len() > MAX_PLUGINS {
+            let extra = &raw.plugins[MAX_PLUGINS].name;
+            return Err(self.err(
+                extra,
+                format!("plugin[{MAX_PLUGINS}]"),
+                format!("at most {MAX_PLUGINS} plugins may be listed"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut plugins = Vec::with_capacity(raw.plugins.len());
+        for (i, p) in raw.plugins.into_iter().enumerate() {
+            let spec = self.plugin(i, p, &base)?;
+            if !seen.insert(spec.name.clone()) {
+                return Err(ManifestError {
+                    at: spec.at,
+                    message: format!("duplicate plugin name `{}`", spec.name),
+                });
+            }
+            plugins.push(spec);
+        }
+        Ok(Manifest { path: self.path.to_path_buf(), telemetry, plugins })
+    }
+
+    fn telemetry(&self, t: RawTelemetry, base: &Path) -> Result<TelemetrySettings, ManifestError> {
+        let buffer_capacity = match t.buffer_capacity {
+            None => DEFAULT_BUFFER_CAPACITY,
+            Some(c) => {
+                let v = *c.get_ref();
+                let range = MIN_BUFFER_CAPACITY as u64..=MAX_BUFFER_CAPACITY as u64;
+                if !range.contains(&v) {
+                    return Err(self.err(
+                        &c,
+                        "telemetry.buffer_capacity".into(),
+                        format!(
+                            "{v} is outside {MIN_BUFFER_CAPACITY}..={MAX_BUFFER_CAPACITY} events"
+                        ),
+                    ));
+                }
+                v as usize
+            }
+        };
+        let state_dir = match t.state_dir {
+            None => base.join(".sonde"),
+            Some(d) if d.get_ref().is_empty() => {
+                return Err(self.err(&d, "telemetry.state_dir".into(), "must not be empty".into()));
+            }
+            Some(d) => base.join(d.get_ref()),
+        };
+        Ok(TelemetrySettings { mode: t.mode, buffer_capacity, state_dir })
+    }
+
+    fn plugin(&self, i: usize, p: RawPlugin, base: &Path) -> Result<PluginSpec, ManifestError> {
+        let key = |k: &str| format!("plugin[{i}].{k}");
+        let name = p.name.get_ref();
+        let name_ok = !name.is_empty()
+            && name.len() <= MAX_PLUGIN_NAME_LEN
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(self.err(
+                &p.name,
+                key("name"),
+                format!(
+                    "`{name}` is not a plugin name: 1 to {MAX_PLUGIN_NAME_LEN} of a-z, 0-9, `-`, `_`"
+                ),
+            ));
+        }
+        if p.path.get_ref().is_empty() {
+            return Err(self.err(&p.path, key("path"), "must not be empty".into()));
+        }
+        let sha = p.sha256.get_ref();
+        if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(self.err(
+                &p.sha256,
+                key("sha256"),
+                "must be the 64 hex digits of the file's SHA-256 (`sonde pin` writes it)".into(),
+            ));
+        }
+        // Absent lists are empty; their errors point at the entry's name.
+        let events_span = p.events.unwrap_or_else(|| Spanned::new(p.name.span(), Vec::new()));
+        let config_span = p.config.unwrap_or_else(|| Spanned::new(p.name.span(), BTreeMap::new()));
+        let events = events_span.get_ref();
+        if events.len() > MAX_GRANTED_EVENTS {
+            return Err(self.err(
+                &events_span,
+                key("events"),
+                format!("at most {MAX_GRANTED_EVENTS} event kinds may be granted"),
+            ));
+        }
+        let mut kinds = HashSet::new();
+        for kind in events {
+            if kind.is_empty() || kind.len() > MAX_EVENT_KIND_LEN {
+                return Err(self.err(
+                    &events_span,
+                    key("events"),
+                    format!("event kinds must be 1 to {MAX_EVENT_KIND_LEN} bytes"),
+                ));
+            }
+            if !kinds.insert(kind.as_str()) {
+                return Err(self.err(&events_span, key("events"), format!("`{kind}` is listed twice")));
+            }
+        }
+        let config = config_span.get_ref();
+        if config.len() > MAX_CONFIG_ENTRIES {
+            return Err(self.err(
+                &config_span,
+                key("config"),
+                format!("at most {MAX_CONFIG_ENTRIES} config entries are allowed"),
+            ));
+        }
+        for (k, v) in config {
+            if k.is_empty() || k.len() > MAX_CONFIG_KEY_LEN {
+                return Err(self.err(
+                    &config_span,
+                    key(&format!("config.{k}")),
+                    format!("config keys must be 1 to {MAX_CONFIG_KEY_LEN} bytes"),
+                ));
+            }
+            if v.len() > MAX_CONFIG_VALUE_LEN {
+                return Err(self.err(
+                    &config_span,
+                    key(&format!("config.{k}")),
+                    format!("config values must be at most {MAX_CONFIG_VALUE_LEN} bytes"),
+                ));
+            }
+        }
+        Ok(PluginSpec {
+            name: name.clone(),
+            path: base.join(p.path.get_ref()),
+            sha256: sha.to_ascii_lowercase(),
+            allow: p.allow,
+            events: events.clone(),
+            config: config.clone(),
+            at: self.at(&p.name, key("name")),
+            path_at: self.at(&p.path, key("path")),
+            sha256_at: self.at(&p.sha256, key("sha256")),
+        })
+    }
+}
+
+/// The dotted key at byte `offset` of `text`, for a parse error that only has
+/// a position: the key on that line (or the missing field the message names),
+/// prefixed by the table the line is in.
+fn key_at(text: &str, offset: usize, message: &str) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string);
+    let own_key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    // The table this line sits in: the last header at or before it.
+    let mut table: Option<String> = None;
+    let mut plugin_index = 0usize;
+    let mut in_plugin = false;
+    for l in text[..line_start + line.len()].lines() {
+        let l = l.trim();
+        if l.starts_with("[[") {
+            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
+            if name == "plugin" {
+                plugin_index += usize::from(in_plugin);
+                in_plugin = true;
+                table = Some(format!("plugin[{plugin_index}]"));
+            } else {
+                table = Some(name.to_string());
+            }
+        } else if l.starts_with('[') {
+            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
+            table = match name.strip_prefix("plugin.") {
+                Some(sub) if in_plugin => Some(format!("plugin[{plugin_index}].{sub}")),
+                _ => Some(name.to_string()),
+            };
+        }
+    }
+    let leaf = missing.or(own_key)?;
+    Some(match table {
+        Some(t) => format!("{t}.{leaf}"),
+        None => leaf,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("/etc/app/sonde.toml"))
+    }
+
+    fn plugin(name: &str) -> String {
+        format!("[[plugin]]\nname = \"{name}\"\npath = \"p.wasm\"\nsha256 = \"{SHA}\"\n")
+    }
+
+    #[test]
+    fn an_empty_manifest_means_off_with_defaults() {
+        let m = parse("").expect("valid");
+        assert_eq!(m.telemetry.mode, Mode::Off);
+        assert_eq!(m.telemetry.buffer_capacity, DEFAULT_BUFFER_CAPACITY);
+        assert_eq!(m.telemetry.state_dir, Path::new("/etc/app/.sonde"));
+        assert!(m.plugins.is_empty());
+    }
+
+    #[test]
+    fn plugins_are_denied_unless_allowed_and_paths_are_relative_to_the_manifest() {
+        let m = parse(&plugin("a")).expect("valid");
+        assert!(!m.plugins[0].allow);
+        assert_eq!(m.plugins[0].path, Path::new("/etc/app/p.wasm"));
+        assert_eq!(m.plugins[0].at.line, 2);
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_and_key() {
+        let text = format!("[telemetry]\nmode = \"local\"\n\n{}colour = \"red\"\n", plugin("a"));
+        let err = parse(&text).expect_err("unknown key");
+        assert_eq!(err.at.line, 8, "{err}");
+        assert_eq!(err.at.key.as_deref(), Some("plugin[0].colour"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("/etc/app/sonde.toml:8: key `plugin[0].colour`:"), "{msg}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let err = parse("[telemetry]\nbuffer_capacity = \"big\"\n").expect_err("wrong type");
+        assert_eq!(err.at.line, 2);
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.buffer_capacity"));
+    }
+
+    #[test]
+    fn an_unknown_mode_is_refused() {
+        let err = parse("[telemetry]\nmode = \"loud\"\n").expect_err("bad mode");
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.mode"));
+        assert!(err.message.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_field_names_the_plugin_entry() {
+        let text = format!("{}\n[[plugin]]\nname = \"b\"\npath = \"b.wasm\"\n", plugin("a"));
+        let err = parse(&text).expect_err("missing sha");
+        assert_eq!(err.at.key.as_deref(), Some("plugin[1].sha256"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_plugin_names_point_at_the_second() {
+        let text = format!("{}\n{}", plugin("a"), plugin("a"));
+        let err = parse(&text).expect_err("duplicate");
+        assert_eq!(err.at.line, 7, "{err}");
+        assert!(err.message.contains("duplicate plugin name `a`"));
+    }
+
+    #[test]
+    fn values_past_their_limits_are_refused() {
+        let err = parse("[telemetry]\nbuffer_capacity = 1\n").expect_err("too small");
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.buffer_capacity"));
+        let bad_sha = plugin("a").replace(SHA, "xyz");
+        let err = parse(&bad_sha).expect_err("bad sha");
+        assert_eq!(err.at.key.as_deref(), Some("plugin[0].sha256"));
+        assert_eq!(err.at.line, 4);
+        let bad_name = plugin("Bad Name");
+        assert!(parse(&bad_name).is_err());
+        let long = "x".repeat(MAX_CONFIG_VALUE_LEN + 1);
+        let text = format!("{}[plugin.config]\nk = \"{long}\"\n", plugin("a"));
+        let err = parse(&text).expect_err("long value");
+        assert_eq!(err.at.key.as_deref(), Some("plugin[0].config.k"));
+    }
+
+    #[test]
+    fn config_tables_belong_to_their_plugin() {
+        let text = format!(
+            "{}[plugin.config]\ntop_n = \"3\"\n\n{}events = [\"http.request\"]\nallow = true\n",
+            plugin("a"),
+            plugin("b")
+        );
+        let m = parse(&text).expect("valid");
+        assert_eq!(m.plugins[0].config["top_n"], "3");
+        assert!(m.plugins[1].config.is_empty());
+        assert!(m.plugins[1].allow);
+        assert_eq!(m.plugins[1].events, vec!["http.request".to_string()]);
+    }
+}

@@ -1,0 +1,253 @@
+//! Reports: what leaves the host, and what `sonde preview` shows.
+//!
+//! A report is serialized once, by [`Report::to_json`], and those bytes are
+//! both what `preview --format json` prints and what an uploader sends.
+//! Values are cumulative since the host started, so a lost report loses no
+//! counts: the next one carries them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Version of the report schema; bumped on any incompatible change.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// One report from one host instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`REPORT_SCHEMA_VERSION`] of the writer.
+    pub schema: u32,
+    /// Unique per report, so a collector can deduplicate retries.
+    pub report_id: Uuid,
+    /// Random UUID v4 kept in the host's state directory.
+    pub instance_id: Uuid,
+    /// When the report was built, RFC 3339 in UTC.
+    pub timestamp: String,
+    /// Facts about the running host that an operator accepts to share.
+    pub host: HostFacts,
+    /// The event ring buffer since start.
+    pub buffer: BufferStats,
+    /// Every plugin in the manifest, in manifest order.
+    pub plugins: Vec<PluginReport>,
+}
+
+impl Report {
+    /// The report as sent: compact JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A Report holds only strings, numbers, maps with string keys and
+        // finite floats (the host rejects the rest), so this cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Facts about the host process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// sonde's version.
+    pub sonde_version: String,
+    /// `linux`, `macos`, `windows`, ...
+    pub os: String,
+    /// `x86_64`, `aarch64`, ...
+    pub arch: String,
+    /// Logical CPUs available to the process.
+    pub cpus: u32,
+}
+
+/// Ring buffer counters. `recorded = processed + dropped` once the buffer is
+/// drained, which it is when a report is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferStats {
+    /// Slots in the ring.
+    pub capacity: u64,
+    /// Events handed to `record()`.
+    pub recorded: u64,
+    /// Events taken from the ring and dispatched.
+    pub processed: u64,
+    /// Events dropped because the ring was full.
+    pub dropped: u64,
+    /// Events whose string values were cut to fit a slot.
+    pub truncated: u64,
+}
+
+/// What became of a plugin listed in the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginState {
+    /// Loaded and receiving events.
+    Running,
+    /// `allow = false` in the manifest: never read, never instantiated.
+    Denied,
+    /// Could not be loaded (missing file, hash mismatch, forbidden import,
+    /// invalid info, ...); see `reason`.
+    Refused,
+    /// Was running, failed too often, and was stopped; see `reason`.
+    Failed,
+}
+
+impl PluginState {
+    /// The lower-case name used in reports and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginState::Running => "running",
+            PluginState::Denied => "denied",
+            PluginState::Refused => "refused",
+            PluginState::Failed => "failed",
+        }
+    }
+}
+
+/// One plugin's part of a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginReport {
+    /// The name the operator gave it in the manifest.
+    pub name: String,
+    /// The version the plugin declares (empty if it never loaded).
+    pub version: String,
+    /// Its state.
+    pub state: PluginState,
+    /// Why it is not running, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What it cost and what of its output was refused.
+    pub cost: PluginCost,
+    /// Its metrics, sorted by name then labels.
+    pub metrics: Vec<Metric>,
+}
+
+/// Per-plugin accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginCost {
+    /// Events delivered to the plugin.
+    pub events: u64,
+    /// Calls into the plugin (batches and collections).
+    pub calls: u64,
+    /// Wall time spent inside the plugin, in microseconds.
+    pub busy_us: u64,
+    /// Traps and other failed calls.
+    pub failures: u64,
+    /// Times the plugin was re-instantiated after a failure.
+    pub restarts: u64,
+    /// Metric points dropped because they did not match the declaration.
+    pub invalid_points: u64,
+    /// Metric points folded into the overflow series (label cardinality).
+    pub overflow_points: u64,
+    /// Log lines dropped by the rate limit.
+    pub logs_dropped: u64,
+}
+
+/// How a metric's values combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Monotonic count.
+    Counter,
+    /// Level.
+    Gauge,
+    /// Distribution over fixed buckets.
+    Histogram,
+}
+
+impl MetricKind {
+    /// The lower-case name used in reports and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One series of one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Declared name, e.g. `http.requests`.
+    pub name: String,
+    /// Declared kind.
+    pub kind: MetricKind,
+    /// Declared unit.
+    pub unit: String,
+    /// Label key to value.
+    pub labels: BTreeMap<String, String>,
+    /// The value.
+    #[serde(flatten)]
+    pub value: MetricValue,
+}
+
+/// A metric's value: a scalar for counters and gauges, buckets for histograms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetricValue {
+    /// Counter total or gauge level.
+    Scalar {
+        /// The value.
+        value: f64,
+    },
+    /// Histogram totals.
+    Histogram {
+        /// Observations.
+        count: u64,
+        /// Sum of observations.
+        sum: f64,
+        /// Upper bounds of the buckets, ascending; the last bucket has none.
+        bounds: Vec<f64>,
+        /// Observations per bucket (not cumulative): `bounds.len() + 1` entries.
+        buckets: Vec<u64>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_round_trips_through_its_json() {
+        let report = Report {
+            schema: REPORT_SCHEMA_VERSION,
+            report_id: Uuid::new_v4(),
+            instance_id: Uuid::new_v4(),
+            timestamp: "2026-11-22T10:00:00Z".into(),
+            host: HostFacts {
+                sonde_version: "0.1.0".into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                cpus: 2,
+            },
+            buffer: BufferStats { capacity: 16, recorded: 3, processed: 2, dropped: 1, truncated: 0 },
+            plugins: vec![PluginReport {
+                name: "p".into(),
+                version: "1".into(),
+                state: PluginState::Running,
+                reason: None,
+                cost: PluginCost::default(),
+                metrics: vec![
+                    Metric {
+                        name: "c".into(),
+                        kind: MetricKind::Counter,
+                        unit: "1".into(),
+                        labels: BTreeMap::from([("k".into(), "v".into())]),
+                        value: MetricValue::Scalar { value: 2.0 },
+                    },
+                    Metric {
+                        name: "h".into(),
+                        kind: MetricKind::Histogram,
+                        unit: "us".into(),
+                        labels: BTreeMap::new(),
+                        value: MetricValue::Histogram {
+                            count: 2,
+                            sum: 7.0,
+                            bounds: vec![5.0],
+                            buckets: vec![1, 1],
+                        },
+                    },
+                ],
+            }],
+        };
+        let bytes = report.to_json();
+        let back: Report = serde_json::from_slice(&bytes).expect("decodes");
+        assert_eq!(back, report);
+        let text = String::from_utf8(bytes).expect("utf8");
+        assert!(text.contains(r#""labels":{"k":"v"},"value":2.0"#), "{text}");
+    }
+}
