@@ -51,7 +51,9 @@ pub enum EventsError {
         source: std::io::Error,
     },
     /// The file is larger than [`MAX_EVENTS_FILE_BYTES`].
-    #[error("{path}: {size} bytes is over the limit of {MAX_EVENTS_FILE_BYTES} bytes for an events file")]
+    #[error(
+        "{path}: {size} bytes is over the limit of {MAX_EVENTS_FILE_BYTES} bytes for an events file"
+    )]
     TooLarge {
         /// The file.
         path: String,
@@ -70,10 +72,16 @@ pub enum EventsError {
 
 /// Reads an events file (see the module docs for the format).
 pub fn read_events_file(path: &Path) -> Result<Vec<EventRecord>, EventsError> {
-    let io = |source| EventsError::Io { path: path.display().to_string(), source };
+    let io = |source| EventsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let size = std::fs::metadata(path).map_err(io)?.len();
     if size > MAX_EVENTS_FILE_BYTES {
-        return Err(EventsError::TooLarge { path: path.display().to_string(), size });
+        return Err(EventsError::TooLarge {
+            path: path.display().to_string(),
+            size,
+        });
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
     parse_events_jsonl(&text, path)
@@ -96,8 +104,10 @@ pub fn parse_events_jsonl(text: &str, path: &Path) -> Result<Vec<EventRecord>, E
                 message: format!("line is over the limit of {MAX_EVENT_LINE_BYTES} bytes"),
             });
         }
-        let event: EventRecord = serde_json::from_str(line)
-            .map_err(|e| EventsError::Invalid { at: at(None), message: e.to_string() })?;
+        let event: EventRecord = serde_json::from_str(line).map_err(|e| EventsError::Invalid {
+            at: at(None),
+            message: e.to_string(),
+        })?;
         if event.kind.is_empty() || event.kind.len() > MAX_EVENT_KIND_LEN {
             return Err(EventsError::Invalid {
                 at: at(Some("kind".into())),
@@ -113,7 +123,11 @@ pub fn parse_events_jsonl(text: &str, path: &Path) -> Result<Vec<EventRecord>, E
                 ),
             });
         }
-        if let Some(name) = event.fields.keys().find(|k| k.is_empty() || k.len() > MAX_FIELD_NAME_LEN) {
+        if let Some(name) = event
+            .fields
+            .keys()
+            .find(|k| k.is_empty() || k.len() > MAX_FIELD_NAME_LEN)
+        {
             return Err(EventsError::Invalid {
                 at: at(Some(format!("fields.{name}"))),
                 message: format!("field names must be 1 to {MAX_FIELD_NAME_LEN} bytes"),

@@ -27,5 +27,5 @@ pub use location::Location;
 pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
 pub use report::{
     BufferStats, HostFacts, Metric, MetricKind, MetricValue, PluginCost, PluginReport, PluginState,
-    Report, REPORT_SCHEMA_VERSION,
+    REPORT_SCHEMA_VERSION, Report,
 };

@@ -157,8 +157,12 @@ struct RawPlugin {
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let whole = |message: String| ManifestError { at: Location::new(path, 0, None), message };
-        let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read manifest: {e}")))?;
+        let whole = |message: String| ManifestError {
+            at: Location::new(path, 0, None),
+            message,
+        };
+        let meta =
+            std::fs::metadata(path).map_err(|e| whole(format!("cannot read manifest: {e}")))?;
         if meta.len() > MAX_MANIFEST_BYTES {
             return Err(whole(format!(
                 "{} bytes is over the limit of {MAX_MANIFEST_BYTES} bytes for a manifest",
@@ -175,9 +179,16 @@ impl Manifest {
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
-            let line = if e.span().is_some() { Location::line_of(text, offset) } else { 0 };
+            let line = if e.span().is_some() {
+                Location::line_of(text, offset)
+            } else {
+                0
+            };
             let key = key_at(text, offset, e.message());
-            ManifestError { at: Location::new(path, line, key), message: e.message().trim().to_string() }
+            ManifestError {
+                at: Location::new(path, line, key),
+                message: e.message().trim().to_string(),
+            }
         })?;
         Validator { text, path }.manifest(raw)
     }
@@ -203,11 +214,18 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn at<T>(&self, spanned: &Spanned<T>, key: String) -> Location {
-        Location::new(self.path, Location::line_of(self.text, spanned.span().start), Some(key))
+        Location::new(
+            self.path,
+            Location::line_of(self.text, spanned.span().start),
+            Some(key),
+        )
     }
 
     fn err<T>(&self, spanned: &Spanned<T>, key: String, message: String) -> ManifestError {
-        ManifestError { at: self.at(spanned, key), message }
+        ManifestError {
+            at: self.at(spanned, key),
+            message,
+        }
     }
 
     fn manifest(&self, raw: RawManifest) -> Result<Manifest, ManifestError> {
@@ -240,7 +258,11 @@ impl Validator<'_> {
             }
             plugins.push(spec);
         }
-        Ok(Manifest { path: self.path.to_path_buf(), telemetry, plugins })
+        Ok(Manifest {
+            path: self.path.to_path_buf(),
+            telemetry,
+            plugins,
+        })
     }
 
     fn telemetry(&self, t: RawTelemetry, base: &Path) -> Result<TelemetrySettings, ManifestError> {
@@ -268,7 +290,11 @@ impl Validator<'_> {
             }
             Some(d) => base.join(d.get_ref()),
         };
-        Ok(TelemetrySettings { mode: t.mode, buffer_capacity, state_dir })
+        Ok(TelemetrySettings {
+            mode: t.mode,
+            buffer_capacity,
+            state_dir,
+        })
     }
 
     fn plugin(&self, i: usize, p: RawPlugin, base: &Path) -> Result<PluginSpec, ManifestError> {
@@ -277,7 +303,9 @@ impl Validator<'_> {
         let name_ok = !name.is_empty()
             && name.len() <= MAX_PLUGIN_NAME_LEN
             && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !name_ok {
             return Err(self.err(
                 &p.name,
@@ -299,8 +327,12 @@ impl Validator<'_> {
             ));
         }
         // Absent lists are empty; their errors point at the entry's name.
-        let events_span = p.events.unwrap_or_else(|| Spanned::new(p.name.span(), Vec::new()));
-        let config_span = p.config.unwrap_or_else(|| Spanned::new(p.name.span(), BTreeMap::new()));
+        let events_span = p
+            .events
+            .unwrap_or_else(|| Spanned::new(p.name.span(), Vec::new()));
+        let config_span = p
+            .config
+            .unwrap_or_else(|| Spanned::new(p.name.span(), BTreeMap::new()));
         let events = events_span.get_ref();
         if events.len() > MAX_GRANTED_EVENTS {
             return Err(self.err(
@@ -319,7 +351,11 @@ impl Validator<'_> {
                 ));
             }
             if !kinds.insert(kind.as_str()) {
-                return Err(self.err(&events_span, key("events"), format!("`{kind}` is listed twice")));
+                return Err(self.err(
+                    &events_span,
+                    key("events"),
+                    format!("`{kind}` is listed twice"),
+                ));
             }
         }
         let config = config_span.get_ref();
@@ -438,12 +474,18 @@ mod tests {
 
     #[test]
     fn an_unknown_key_names_file_line_and_key() {
-        let text = format!("[telemetry]\nmode = \"local\"\n\n{}colour = \"red\"\n", plugin("a"));
+        let text = format!(
+            "[telemetry]\nmode = \"local\"\n\n{}colour = \"red\"\n",
+            plugin("a")
+        );
         let err = parse(&text).expect_err("unknown key");
         assert_eq!(err.at.line, 8, "{err}");
         assert_eq!(err.at.key.as_deref(), Some("plugin[0].colour"), "{err}");
         let msg = err.to_string();
-        assert!(msg.starts_with("/etc/app/sonde.toml:8: key `plugin[0].colour`:"), "{msg}");
+        assert!(
+            msg.starts_with("/etc/app/sonde.toml:8: key `plugin[0].colour`:"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -462,7 +504,10 @@ mod tests {
 
     #[test]
     fn a_missing_field_names_the_plugin_entry() {
-        let text = format!("{}\n[[plugin]]\nname = \"b\"\npath = \"b.wasm\"\n", plugin("a"));
+        let text = format!(
+            "{}\n[[plugin]]\nname = \"b\"\npath = \"b.wasm\"\n",
+            plugin("a")
+        );
         let err = parse(&text).expect_err("missing sha");
         assert_eq!(err.at.key.as_deref(), Some("plugin[1].sha256"), "{err}");
     }

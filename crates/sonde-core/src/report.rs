@@ -68,6 +68,8 @@ pub struct BufferStats {
     pub dropped: u64,
     /// Events whose string values were cut to fit a slot.
     pub truncated: u64,
+    /// Events that set a field their kind does not declare (ignored).
+    pub invalid_fields: u64,
 }
 
 /// What became of a plugin listed in the manifest.
@@ -214,7 +216,14 @@ mod tests {
                 arch: "x86_64".into(),
                 cpus: 2,
             },
-            buffer: BufferStats { capacity: 16, recorded: 3, processed: 2, dropped: 1, truncated: 0 },
+            buffer: BufferStats {
+                capacity: 16,
+                recorded: 3,
+                processed: 2,
+                dropped: 1,
+                truncated: 0,
+                invalid_fields: 0,
+            },
             plugins: vec![PluginReport {
                 name: "p".into(),
                 version: "1".into(),

@@ -1,1 +1,56 @@
-//! placeholder
+//! # sonde: in-process telemetry with sandboxed collectors
+//!
+//! A server records events on its request path; sonde batches them to
+//! third-party metric collectors running as WebAssembly components, and
+//! builds reports the operator can preview byte for byte.
+//!
+//! - [`Telemetry`]: the handle. [`Telemetry::record`] never blocks, never
+//!   allocates and never logs; a full ring drops and counts.
+//! - [`EventKind`] and [`Event`]: declare a kind once, record fixed-size events.
+//! - [`TelemetryBuilder`]: start the runtime from a [`Manifest`].
+//! - [`Telemetry::report`]: the [`Report`] that would leave the host.
+//! - [`PluginOverview`]: what the operator sees per plugin.
+//!
+//! ```no_run
+//! use sonde::{EventKind, Manifest, Telemetry};
+//! static HTTP: EventKind = EventKind::new("http.request", &["method", "status"]);
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let manifest = Manifest::load("sonde.toml".as_ref())?;
+//! let telemetry = Telemetry::builder(manifest).start()?;
+//! telemetry.record(HTTP.event().str("method", "GET").int("status", 200));
+//! let report = telemetry.report()?;
+//! println!("{}", String::from_utf8_lossy(&report.to_json()));
+//! # Ok(()) }
+//! ```
+//!
+//! Data flows one way: `event` → `ring` → `dispatch` → `plugin` (batch,
+//! call, validate into series) → report.
+
+#![deny(missing_docs)]
+
+mod bindings;
+mod cache;
+mod dispatch;
+mod engine;
+mod error;
+mod event;
+mod overview;
+mod plugin;
+mod ring;
+mod state;
+mod telemetry;
+
+pub use error::Error;
+pub use event::{
+    Event, EventKind, MAX_EVENT_TEXT, MAX_FIELDS, MAX_INTERNED_KINDS, Value, events_from_records,
+};
+pub use overview::{DeclaredMetric, PluginOverview};
+pub use plugin::{
+    CALL_DEADLINE_TICKS, MAX_CONSECUTIVE_FAILURES, MAX_PLUGIN_BYTES, MAX_PLUGIN_MEMORY,
+    MAX_PLUGIN_TABLE_ELEMENTS,
+};
+pub use sonde_core::{
+    BufferStats, EventRecord, Manifest, ManifestError, Metric, MetricKind, MetricValue, Mode,
+    PluginCost, PluginReport, PluginState, Report,
+};
+pub use telemetry::{Telemetry, TelemetryBuilder, effective_mode};

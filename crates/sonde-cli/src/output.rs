@@ -1,0 +1,114 @@
+//! Human-readable output.
+
+use serde::Serialize;
+use sonde::{MetricValue, PluginOverview, PluginState, Report};
+
+pub(crate) fn print_json<T: Serialize>(value: &T) {
+    // Our own types serialize infallibly.
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
+    if plugins.is_empty() {
+        println!("no plugins in the manifest");
+    }
+    for p in plugins {
+        let version = if p.version.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", p.version)
+        };
+        println!("{}{} [{}]", p.name, version, p.state.as_str());
+        if let Some(reason) = &p.reason {
+            println!("  reason: {reason}");
+        }
+        if !p.description.is_empty() {
+            println!("  {}", p.description);
+        }
+        println!("  file: {}", p.path.display());
+        if p.state == PluginState::Running {
+            println!("  events granted: {}", p.granted_events.join(", "));
+            println!("  events received: {}", p.subscribed_events.join(", "));
+        }
+        for m in &p.metrics {
+            let labels = if m.label_keys.is_empty() {
+                String::new()
+            } else {
+                format!(" by {}", m.label_keys.join(", "))
+            };
+            println!(
+                "  - {} ({}, {}){labels}: {}",
+                m.name,
+                m.kind.as_str(),
+                m.unit,
+                m.description
+            );
+        }
+    }
+}
+
+pub(crate) fn print_report(r: &Report) {
+    println!("report {} from instance {}", r.report_id, r.instance_id);
+    println!(
+        "  at {}, sonde {} on {}/{} ({} cpus)",
+        r.timestamp, r.host.sonde_version, r.host.os, r.host.arch, r.host.cpus
+    );
+    let b = &r.buffer;
+    println!(
+        "  buffer: capacity {}, recorded {}, processed {}, dropped {}, truncated {}, invalid fields {}",
+        b.capacity, b.recorded, b.processed, b.dropped, b.truncated, b.invalid_fields
+    );
+    for p in &r.plugins {
+        let version = if p.version.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", p.version)
+        };
+        println!();
+        println!("{}{} [{}]", p.name, version, p.state.as_str());
+        if let Some(reason) = &p.reason {
+            println!("  reason: {reason}");
+        }
+        if p.state != PluginState::Running && p.metrics.is_empty() {
+            continue;
+        }
+        let c = &p.cost;
+        println!(
+            "  cost: {} events, {} calls, {} µs, {} failures, {} restarts, {} invalid points, {} overflow points",
+            c.events,
+            c.calls,
+            c.busy_us,
+            c.failures,
+            c.restarts,
+            c.invalid_points,
+            c.overflow_points
+        );
+        for m in &p.metrics {
+            let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            let series = format!("{}{{{}}}", m.name, labels.join(","));
+            match &m.value {
+                MetricValue::Scalar { value } => println!("  {series} {value}"),
+                MetricValue::Histogram {
+                    count,
+                    sum,
+                    bounds,
+                    buckets,
+                } => {
+                    let cells: Vec<String> = buckets
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(i, n)| match bounds.get(i) {
+                            Some(le) => format!("≤{le}:{n}"),
+                            None => format!("+Inf:{n}"),
+                        })
+                        .collect();
+                    println!("  {series} count={count} sum={sum} [{}]", cells.join(" "));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! One plugin from the manifest: loading, calling, failing, reporting.
+//!
+//! Loading checks, in order: the operator allowed it; the file is there and
+//! not too large; its SHA-256 is the pinned one; it is a component; it imports
+//! nothing but `sonde:collector`; it exports the collector interface of our
+//! WIT version; its `info` is valid. Any failure refuses this plugin only.
+//!
+//! Each plugin has its own [`Store`]. A trap poisons a Store, so after a
+//! failed call the Store is dropped and a new instance made from the
+//! `InstancePre`; after [`MAX_CONSECUTIVE_FAILURES`] the plugin is `failed`.
+
+mod batch;
+mod host;
+mod info;
+mod series;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use sonde_core::{PluginCost, PluginReport, PluginSpec, PluginState};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+
+pub(crate) use self::batch::{BATCH_SIZE, BatchBuilder};
+use self::host::HostState;
+use self::series::Series;
+use crate::bindings::{
+    ALLOWED_IMPORTS, MetricCollector, MetricCollectorPre, PluginInfo, REQUIRED_EXPORT,
+};
+use crate::cache::{CompileCache, Origin};
+use crate::engine::EPOCH_TICK;
+use crate::overview::{DeclaredMetric, PluginOverview};
+
+/// Largest plugin file read. Our collectors are ~20-60 KB; a plugin file of
+/// many megabytes is not a metric collector.
+pub const MAX_PLUGIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Linear memory one plugin instance may grow to.
+pub const MAX_PLUGIN_MEMORY: usize = 64 * 1024 * 1024;
+
+/// Table elements one plugin instance may have.
+pub const MAX_PLUGIN_TABLE_ELEMENTS: usize = 20_000;
+
+/// Epoch ticks a single call may run: 20 × 10 ms = 200 ms, far beyond what a
+/// batch of [`BATCH_SIZE`] events should take.
+pub const CALL_DEADLINE_TICKS: u64 = 20;
+
+/// Failed calls in a row after which a plugin is stopped for good.
+pub const MAX_CONSECUTIVE_FAILURES: u32 = 5;
+
+/// What loading needs, built once per runtime.
+pub(crate) struct Loader {
+    pub(crate) engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<CompileCache>,
+}
+
+impl Loader {
+    pub(crate) fn new(engine: Engine, cache: Option<CompileCache>) -> wasmtime::Result<Loader> {
+        let mut linker = Linker::new(&engine);
+        MetricCollector::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
+        Ok(Loader {
+            engine,
+            linker,
+            cache,
+        })
+    }
+}
+
+/// An event kind the plugin both declared and was granted.
+pub(crate) struct Subscription {
+    pub(crate) kind: String,
+    pub(crate) fields: Vec<String>,
+    pub(crate) builder: BatchBuilder,
+}
+
+struct Live {
+    pre: MetricCollectorPre<HostState>,
+    store: Store<HostState>,
+    bindings: MetricCollector,
+}
+
+pub(crate) struct Plugin {
+    pub(crate) spec: PluginSpec,
+    pub(crate) state: PluginState,
+    pub(crate) reason: Option<String>,
+    pub(crate) cost: PluginCost,
+    pub(crate) subs: Vec<Subscription>,
+    origin: Option<Origin>,
+    info: Option<PluginInfo>,
+    series: Series,
+    live: Option<Live>,
+    consecutive_failures: u32,
+    logs_dropped_before: u64,
+}
+
+impl Plugin {
+    fn new(spec: PluginSpec, state: PluginState, reason: Option<String>) -> Plugin {
+        Plugin {
+            spec,
+            state,
+            reason,
+            cost: PluginCost::default(),
+            subs: Vec::new(),
+            origin: None,
+            info: None,
+            series: Series::new(Vec::new()),
+            live: None,
+            consecutive_failures: 0,
+            logs_dropped_before: 0,
+        }
+    }
+
+    /// Loads `spec`; never fails: a plugin that cannot run is `denied` or
+    /// `refused` with the reason.
+    pub(crate) fn load(spec: PluginSpec, loader: &Loader) -> Plugin {
+        if !spec.allow {
+            let reason = format!("denied by the operator ({})", spec.at);
+            return Plugin::new(spec, PluginState::Denied, Some(reason));
+        }
+        match Plugin::try_load(&spec, loader) {
+            Ok((live, info, origin)) => {
+                let mut plugin = Plugin::new(spec, PluginState::Running, None);
+                plugin.subs = subscriptions(&info, &plugin.spec.events);
+                plugin.series = Series::new(info.metrics.clone());
+                plugin.info = Some(info);
+                plugin.origin = Some(origin);
+                plugin.live = Some(live);
+                plugin
+            }
+            Err(reason) => {
+                tracing::warn!(plugin = %spec.name, "plugin refused: {reason}");
+                Plugin::new(spec, PluginState::Refused, Some(reason))
+            }
+        }
+    }
+
+    fn try_load(spec: &PluginSpec, loader: &Loader) -> Result<(Live, PluginInfo, Origin), String> {
+        let wasm = read_plugin_file(spec)?;
+        let sha = hex::encode(Sha256::digest(&wasm));
+        if sha != spec.sha256 {
+            return Err(format!(
+                "{}: {} has SHA-256 {sha}, the manifest pins {} (run `sonde pin` if the new file is trusted)",
+                spec.sha256_at,
+                spec.path.display(),
+                spec.sha256
+            ));
+        }
+        if wasm.get(..8) == Some(b"\0asm\x01\0\0\0".as_slice()) {
+            return Err("is a core WebAssembly module, not a component: build it with `cargo xtask plugins`, which componentizes it".into());
+        }
+        if wasm.get(..4) != Some(b"\0asm".as_slice()) {
+            return Err("is not a WebAssembly component (no `\\0asm` header)".into());
+        }
+        let engine = &loader.engine;
+        let (component, origin) = match &loader.cache {
+            Some(cache) => cache.load(engine, &wasm, &sha),
+            None => Component::new(engine, &wasm).map(|c| (c, Origin::Compiled)),
+        }
+        .map_err(|e| format!("is not a valid component: {e:#}"))?;
+        check_world(&component, engine)?;
+        let pre = loader
+            .linker
+            .instantiate_pre(&component)
+            .and_then(MetricCollectorPre::new)
+            .map_err(|e| format!("does not match the sonde:collector world: {e:#}"))?;
+        let config = Arc::new(spec.config.clone());
+        let mut live = instantiate(pre, &spec.name, config).map_err(|e| describe(&e))?;
+        live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+        let info = live
+            .bindings
+            .sonde_collector_collector()
+            .call_info(&mut live.store)
+            .map_err(|e| format!("`info` failed: {}", describe(&e)))?;
+        info::validate(&info).map_err(|e| format!("invalid info: {e}"))?;
+        Ok((live, info, origin))
+    }
+
+    /// Whether the plugin takes calls.
+    pub(crate) fn is_running(&self) -> bool {
+        self.state == PluginState::Running && self.live.is_some()
+    }
+
+    /// Sends the pending batch of subscription `sub`, then empties it.
+    pub(crate) fn deliver(&mut self, sub: usize) {
+        let Some(s) = self.subs.get(sub) else { return };
+        let len = s.builder.len() as u64;
+        if len == 0 {
+            return;
+        }
+        if self.is_running() {
+            self.cost.events += len;
+            let subs = &self.subs;
+            let result = self.live.as_mut().map(|live| {
+                run(live, |l| {
+                    l.bindings
+                        .sonde_collector_collector()
+                        .call_on_events(&mut l.store, subs[sub].builder.batch())
+                })
+            });
+            self.settle(result);
+        }
+        self.subs[sub].builder.clear();
+    }
+
+    /// Asks the plugin for its deltas and folds them into the series.
+    pub(crate) fn collect(&mut self) {
+        if !self.is_running() {
+            return;
+        }
+        let result = self.live.as_mut().map(|live| {
+            run(live, |l| {
+                l.bindings
+                    .sonde_collector_collector()
+                    .call_collect(&mut l.store)
+            })
+        });
+        if let Some(points) = self.settle(result) {
+            self.series.apply(points, &mut self.cost);
+        }
+    }
+
+    /// Books one call's outcome: time, failures, restarts.
+    fn settle<R>(&mut self, result: Option<(wasmtime::Result<R>, u64)>) -> Option<R> {
+        let (result, busy_us) = result?;
+        self.cost.calls += 1;
+        self.cost.busy_us += busy_us;
+        self.cost.logs_dropped = self.logs_dropped_before
+            + self
+                .live
+                .as_ref()
+                .map_or(0, |l| l.store.data().logs_dropped);
+        match result {
+            Ok(r) => {
+                self.consecutive_failures = 0;
+                Some(r)
+            }
+            Err(e) => {
+                self.fail(describe(&e));
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.cost.failures += 1;
+        self.consecutive_failures += 1;
+        let Some(old) = self.live.take() else { return };
+        self.logs_dropped_before += old.store.data().logs_dropped;
+        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
+            tracing::warn!(plugin = %self.spec.name, "plugin stopped after {} failures in a row: {reason}", self.consecutive_failures);
+            self.stop(format!(
+                "failed {} times in a row; last: {reason}",
+                self.consecutive_failures
+            ));
+            return;
+        }
+        tracing::debug!(plugin = %self.spec.name, "plugin call failed, restarting: {reason}");
+        let config = Arc::new(self.spec.config.clone());
+        let restarted = instantiate(old.pre, &self.spec.name, config).and_then(|mut live| {
+            live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+            let info = live
+                .bindings
+                .sonde_collector_collector()
+                .call_info(&mut live.store)?;
+            Ok((live, info))
+        });
+        match restarted {
+            Ok((live, info)) if Some(&info) == self.info.as_ref() => {
+                self.cost.restarts += 1;
+                self.live = Some(live);
+            }
+            Ok(_) => self.stop("its `info` changed after a restart".into()),
+            Err(e) => self.stop(format!("could not be restarted: {}", describe(&e))),
+        }
+    }
+
+    fn stop(&mut self, reason: String) {
+        self.state = PluginState::Failed;
+        self.reason = Some(reason);
+        self.live = None;
+    }
+
+    /// This plugin's part of a report.
+    pub(crate) fn report(&self) -> PluginReport {
+        PluginReport {
+            name: self.spec.name.clone(),
+            version: self
+                .info
+                .as_ref()
+                .map(|i| i.version.clone())
+                .unwrap_or_default(),
+            state: self.state,
+            reason: self.reason.clone(),
+            cost: self.cost,
+            metrics: self.series.metrics(),
+        }
+    }
+
+    /// What the operator sees in `sonde list`.
+    pub(crate) fn overview(&self) -> PluginOverview {
+        let info = self.info.as_ref();
+        PluginOverview {
+            name: self.spec.name.clone(),
+            path: self.spec.path.clone(),
+            state: self.state,
+            reason: self.reason.clone(),
+            version: info.map(|i| i.version.clone()).unwrap_or_default(),
+            description: info.map(|i| i.description.clone()).unwrap_or_default(),
+            granted_events: self.spec.events.clone(),
+            subscribed_events: self.subs.iter().map(|s| s.kind.clone()).collect(),
+            from_cache: self.origin == Some(Origin::Cached),
+            metrics: info
+                .map(|i| {
+                    i.metrics
+                        .iter()
+                        .map(|m| DeclaredMetric {
+                            name: m.name.clone(),
+                            kind: series::kind_of(m.kind),
+                            unit: m.unit.clone(),
+                            description: m.description.clone(),
+                            label_keys: m.label_keys.clone(),
+                            buckets: m.buckets.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Runs one call under the deadline; returns its result and the µs it took.
+fn run<R>(
+    live: &mut Live,
+    f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
+) -> (wasmtime::Result<R>, u64) {
+    live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+    let start = Instant::now();
+    let result = f(live);
+    (
+        result,
+        u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+    )
+}
+
+fn read_plugin_file(spec: &PluginSpec) -> Result<Vec<u8>, String> {
+    let cannot =
+        |e: std::io::Error| format!("{}: cannot read {}: {e}", spec.path_at, spec.path.display());
+    let size = std::fs::metadata(&spec.path).map_err(cannot)?.len();
+    if size > MAX_PLUGIN_BYTES {
+        return Err(format!(
+            "{}: {} is {size} bytes, over the limit of {MAX_PLUGIN_BYTES}",
+            spec.path_at,
+            spec.path.display()
+        ));
+    }
+    std::fs::read(&spec.path).map_err(cannot)
+}
+
+/// Refuses a component that imports anything but our world, or lacks our
+/// export, naming the offending item.
+fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if !ALLOWED_IMPORTS.contains(&name) {
+            return Err(format!(
+                "imports `{}`, which sonde never grants (plugins may import only sonde:collector/host@0.1.0)",
+                info::clip_to(name, 200)
+            ));
+        }
+    }
+    if !ty.exports(engine).any(|(name, _)| name == REQUIRED_EXPORT) {
+        let found: Vec<&str> = ty
+            .exports(engine)
+            .map(|(n, _)| info::clip_to(n, 200))
+            .take(8)
+            .collect();
+        return Err(format!(
+            "does not export `{REQUIRED_EXPORT}` (exports: {}); was it built against another WIT version?",
+            if found.is_empty() {
+                "nothing".to_string()
+            } else {
+                found.join(", ")
+            }
+        ));
+    }
+    Ok(())
+}
+
+fn instantiate(
+    pre: MetricCollectorPre<HostState>,
+    name: &str,
+    config: Arc<std::collections::BTreeMap<String, String>>,
+) -> wasmtime::Result<Live> {
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(MAX_PLUGIN_MEMORY)
+        .table_elements(MAX_PLUGIN_TABLE_ELEMENTS)
+        .trap_on_grow_failure(true)
+        .build();
+    let mut store = Store::new(
+        pre.engine(),
+        HostState::new(limits, Arc::from(name), config),
+    );
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+    let bindings = pre.instantiate(&mut store)?;
+    Ok(Live {
+        pre,
+        store,
+        bindings,
+    })
+}
+
+/// A one-line, operator-readable account of a failed call.
+fn describe(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "ran past its deadline of {} ms",
+            CALL_DEADLINE_TICKS * EPOCH_TICK.as_millis() as u64
+        ),
+        Some(Trap::StackOverflow) => "overflowed its stack".into(),
+        Some(Trap::UnreachableCodeReached) => "panicked (trap: unreachable)".into(),
+        Some(trap) => format!("trapped: {trap}"),
+        None => {
+            let text = format!("{e:#}");
+            info::clip_to(&text, 300).to_string()
+        }
+    }
+}
+
+/// The declared event kinds the manifest grants, with their column builders.
+fn subscriptions(info: &PluginInfo, granted: &[String]) -> Vec<Subscription> {
+    info.events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| granted.contains(&e.kind))
+        .map(|(i, e)| {
+            let types: Vec<_> = e.fields.iter().map(|f| f.type_).collect();
+            Subscription {
+                kind: e.kind.clone(),
+                fields: e.fields.iter().map(|f| f.name.clone()).collect(),
+                // At most MAX_EVENT_DECLS kinds: fits a u32.
+                builder: BatchBuilder::new(i as u32, &types),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,286 @@
+//! Host-side metric state: every point a plugin returns is checked against
+//! its declaration, then folded into cumulative series.
+//!
+//! Plugins return deltas; the host keeps the totals, so a plugin restart
+//! loses at most one collection window. Series per metric are capped: past
+//! [`MAX_SERIES_PER_METRIC`] label sets, new ones fold into a single overflow
+//! series whose every label is [`OVERFLOW_LABEL`], and are counted.
+
+use std::collections::BTreeMap;
+
+use sonde_core::{Metric, MetricValue as ReportValue, PluginCost};
+
+use crate::bindings::{MetricDecl, MetricKind, MetricPoint, MetricValue};
+
+/// Distinct label sets kept per metric before folding into overflow.
+pub(crate) const MAX_SERIES_PER_METRIC: usize = 1000;
+
+/// Longest label value; longer ones make the point invalid.
+pub(crate) const MAX_LABEL_VALUE: usize = 128;
+
+/// Most points one `collect` may return; the rest are dropped as invalid.
+pub(crate) const MAX_POINTS_PER_COLLECT: usize = 10_000;
+
+/// The label value of the overflow series.
+pub(crate) const OVERFLOW_LABEL: &str = "__overflow__";
+
+enum Total {
+    Scalar(f64),
+    Histogram {
+        count: u64,
+        sum: f64,
+        buckets: Vec<u64>,
+    },
+}
+
+pub(crate) struct Series {
+    decls: Vec<MetricDecl>,
+    totals: BTreeMap<(u32, Vec<String>), Total>,
+    per_metric: Vec<usize>,
+}
+
+impl Series {
+    pub(crate) fn new(decls: Vec<MetricDecl>) -> Series {
+        let per_metric = vec![0; decls.len()];
+        Series {
+            decls,
+            totals: BTreeMap::new(),
+            per_metric,
+        }
+    }
+
+    /// Checks and folds in the points of one `collect`.
+    pub(crate) fn apply(&mut self, points: Vec<MetricPoint>, cost: &mut PluginCost) {
+        let excess = points.len().saturating_sub(MAX_POINTS_PER_COLLECT);
+        cost.invalid_points += excess as u64;
+        for point in points.into_iter().take(MAX_POINTS_PER_COLLECT) {
+            if !self.valid(&point) {
+                cost.invalid_points += 1;
+                continue;
+            }
+            let metric = point.metric;
+            let mut key = (metric, point.labels);
+            if !self.totals.contains_key(&key) {
+                if self.per_metric[metric as usize] >= MAX_SERIES_PER_METRIC {
+                    cost.overflow_points += 1;
+                    key.1 = vec![OVERFLOW_LABEL.to_string(); key.1.len()];
+                } else {
+                    self.per_metric[metric as usize] += 1;
+                }
+            }
+            let entry = self
+                .totals
+                .entry(key)
+                .or_insert_with(|| match &point.value {
+                    MetricValue::Histogram(h) => Total::Histogram {
+                        count: 0,
+                        sum: 0.0,
+                        buckets: vec![0; h.buckets.len()],
+                    },
+                    _ => Total::Scalar(0.0),
+                });
+            match (entry, point.value) {
+                (Total::Scalar(v), MetricValue::Counter(d)) => *v += d,
+                (Total::Scalar(v), MetricValue::Gauge(g)) => *v = g,
+                (
+                    Total::Histogram {
+                        count,
+                        sum,
+                        buckets,
+                    },
+                    MetricValue::Histogram(h),
+                ) => {
+                    *count = count.saturating_add(h.count);
+                    *sum += h.sum;
+                    for (b, d) in buckets.iter_mut().zip(&h.buckets) {
+                        *b = b.saturating_add(*d);
+                    }
+                }
+                // `valid` checked the value against the declared kind.
+                _ => cost.invalid_points += 1,
+            }
+        }
+    }
+
+    fn valid(&self, p: &MetricPoint) -> bool {
+        let Some(decl) = self.decls.get(p.metric as usize) else {
+            return false;
+        };
+        if p.labels.len() != decl.label_keys.len()
+            || p.labels
+                .iter()
+                .any(|l| l.len() > MAX_LABEL_VALUE || l == OVERFLOW_LABEL)
+        {
+            return false;
+        }
+        match (&p.value, decl.kind) {
+            (MetricValue::Counter(d), MetricKind::Counter) => d.is_finite() && *d >= 0.0,
+            (MetricValue::Gauge(g), MetricKind::Gauge) => g.is_finite(),
+            (MetricValue::Histogram(h), MetricKind::Histogram) => {
+                h.buckets.len() == decl.buckets.len() + 1
+                    && h.sum.is_finite()
+                    && h.buckets.iter().try_fold(0u64, |a, b| a.checked_add(*b)) == Some(h.count)
+            }
+            _ => false,
+        }
+    }
+
+    /// The cumulative series, sorted by metric name then labels.
+    pub(crate) fn metrics(&self) -> Vec<Metric> {
+        let mut out: Vec<Metric> = self
+            .totals
+            .iter()
+            .map(|((index, labels), total)| {
+                let decl = &self.decls[*index as usize];
+                let labels = decl
+                    .label_keys
+                    .iter()
+                    .cloned()
+                    .zip(labels.iter().cloned())
+                    .collect();
+                let value = match total {
+                    Total::Scalar(v) => ReportValue::Scalar { value: *v },
+                    Total::Histogram {
+                        count,
+                        sum,
+                        buckets,
+                    } => ReportValue::Histogram {
+                        count: *count,
+                        sum: *sum,
+                        bounds: decl.buckets.clone(),
+                        buckets: buckets.clone(),
+                    },
+                };
+                Metric {
+                    name: decl.name.clone(),
+                    kind: kind_of(decl.kind),
+                    unit: decl.unit.clone(),
+                    labels,
+                    value,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.labels.cmp(&b.labels)));
+        out
+    }
+}
+
+pub(crate) fn kind_of(kind: MetricKind) -> sonde_core::MetricKind {
+    match kind {
+        MetricKind::Counter => sonde_core::MetricKind::Counter,
+        MetricKind::Gauge => sonde_core::MetricKind::Gauge,
+        MetricKind::Histogram => sonde_core::MetricKind::Histogram,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::sonde::collector::types::HistogramDelta;
+
+    fn decls() -> Vec<MetricDecl> {
+        vec![
+            MetricDecl {
+                name: "c".into(),
+                kind: MetricKind::Counter,
+                unit: "1".into(),
+                description: String::new(),
+                label_keys: vec!["k".into()],
+                buckets: vec![],
+            },
+            MetricDecl {
+                name: "h".into(),
+                kind: MetricKind::Histogram,
+                unit: "us".into(),
+                description: String::new(),
+                label_keys: vec![],
+                buckets: vec![10.0],
+            },
+        ]
+    }
+
+    fn counter(label: &str, v: f64) -> MetricPoint {
+        MetricPoint {
+            metric: 0,
+            labels: vec![label.into()],
+            value: MetricValue::Counter(v),
+        }
+    }
+
+    #[test]
+    fn deltas_accumulate_and_bad_points_are_counted() {
+        let mut s = Series::new(decls());
+        let mut cost = PluginCost::default();
+        s.apply(
+            vec![counter("a", 2.0), counter("a", 3.0), counter("b", 1.0)],
+            &mut cost,
+        );
+        let hist = |buckets: Vec<u64>, count| MetricPoint {
+            metric: 1,
+            labels: vec![],
+            value: MetricValue::Histogram(HistogramDelta {
+                buckets,
+                count,
+                sum: 12.0,
+            }),
+        };
+        s.apply(
+            vec![
+                counter("a", f64::NAN),
+                counter("a", -1.0),
+                MetricPoint {
+                    metric: 9,
+                    labels: vec![],
+                    value: MetricValue::Counter(1.0),
+                },
+                MetricPoint {
+                    metric: 0,
+                    labels: vec![],
+                    value: MetricValue::Counter(1.0),
+                },
+                MetricPoint {
+                    metric: 0,
+                    labels: vec!["a".into()],
+                    value: MetricValue::Gauge(1.0),
+                },
+                hist(vec![1, 1], 2),
+                hist(vec![1], 1),
+                hist(vec![1, 1], 3),
+            ],
+            &mut cost,
+        );
+        assert_eq!(cost.invalid_points, 7);
+        let m = s.metrics();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].value, ReportValue::Scalar { value: 5.0 });
+        assert_eq!(m[0].labels["k"], "a");
+        assert_eq!(m[1].value, ReportValue::Scalar { value: 1.0 });
+        assert_eq!(
+            m[2].value,
+            ReportValue::Histogram {
+                count: 2,
+                sum: 12.0,
+                bounds: vec![10.0],
+                buckets: vec![1, 1]
+            }
+        );
+    }
+
+    #[test]
+    fn label_sets_past_the_cap_fold_into_overflow() {
+        let mut s = Series::new(decls());
+        let mut cost = PluginCost::default();
+        let points = (0..MAX_SERIES_PER_METRIC + 5)
+            .map(|i| counter(&i.to_string(), 1.0))
+            .collect();
+        s.apply(points, &mut cost);
+        assert_eq!(cost.overflow_points, 5);
+        let m = s.metrics();
+        assert_eq!(m.len(), MAX_SERIES_PER_METRIC + 1);
+        let overflow = m
+            .iter()
+            .find(|m| m.labels["k"] == OVERFLOW_LABEL)
+            .expect("overflow series");
+        assert_eq!(overflow.value, ReportValue::Scalar { value: 5.0 });
+    }
+}
