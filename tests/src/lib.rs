@@ -1,1 +1,126 @@
-//! x
+//! Helpers shared by sonde's integration tests: where the built plugins are,
+//! and manifests written into temporary folders with real hashes.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure is a test failure"
+)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The folder `cargo xtask plugins` builds into.
+pub fn plugins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
+}
+
+/// The built plugin `file` (e.g. `http_status.wasm`); panics with the fix if
+/// the plugins were not built.
+pub fn plugin(file: &str) -> PathBuf {
+    let path = plugins_dir().join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask plugins` first",
+        path.display()
+    );
+    path
+}
+
+/// The repository's `examples/` folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// Lower-case hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// One `[[plugin]]` entry of a test manifest.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Name.
+    pub name: String,
+    /// File.
+    pub path: PathBuf,
+    /// Pinned hash; `None` pins the file's real hash.
+    pub sha256: Option<String>,
+    /// Allowed.
+    pub allow: bool,
+    /// Granted event kinds.
+    pub events: Vec<String>,
+    /// Config values.
+    pub config: Vec<(String, String)>,
+}
+
+impl Entry {
+    /// An allowed entry for `path`, granted `http.request`, pinned to its hash.
+    pub fn new(name: &str, path: PathBuf) -> Entry {
+        Entry {
+            name: name.into(),
+            path,
+            sha256: None,
+            allow: true,
+            events: vec!["http.request".into()],
+            config: vec![],
+        }
+    }
+
+    /// With a config value.
+    pub fn config(mut self, key: &str, value: &str) -> Entry {
+        self.config.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// The three example collectors with the example configuration.
+pub fn example_entries() -> Vec<Entry> {
+    vec![
+        Entry::new("http-status", plugin("http_status.wasm")),
+        Entry::new("user-agent", plugin("user_agent.wasm")).config("top_n", "5"),
+        Entry::new("route-latency", plugin("route_latency.wasm"))
+            .config("routes", "/users/{id},/orders,/health"),
+    ]
+}
+
+/// Writes `sonde.toml` into `dir` with `telemetry` as the body of the
+/// `[telemetry]` table and `entries`; returns its path.
+pub fn write_manifest(dir: &Path, telemetry: &str, entries: &[Entry]) -> PathBuf {
+    let mut text = format!("[telemetry]\n{telemetry}\n");
+    for e in entries {
+        let sha = e.sha256.clone().unwrap_or_else(|| {
+            if e.path.exists() {
+                sha256_file(&e.path)
+            } else {
+                "0".repeat(64)
+            }
+        });
+        let _ = write!(
+            text,
+            "\n[[plugin]]\nname = {:?}\npath = {:?}\nsha256 = {:?}\nallow = {}\nevents = {:?}\n",
+            e.name,
+            e.path.display().to_string(),
+            sha,
+            e.allow,
+            e.events
+        );
+        if !e.config.is_empty() {
+            text.push_str("[plugin.config]\n");
+            for (k, v) in &e.config {
+                let _ = writeln!(text, "{k} = {v:?}");
+            }
+        }
+    }
+    let path = dir.join("sonde.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Writes the component (or module) in WAT `text` to `dir/name`.
+pub fn write_wat(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, wat::parse_str(text).unwrap()).unwrap();
+    path
+}
