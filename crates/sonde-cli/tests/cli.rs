@@ -1,0 +1,210 @@
+//! The `sonde` binary as an operator uses it.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sonde_core::{PluginState, Report};
+use sonde_tests::{Entry, example_entries, examples_dir, write_manifest};
+
+fn sonde(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(args)
+        .env_remove("SONDE_TELEMETRY")
+        .env_remove("DO_NOT_TRACK")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn manifest(dir: &Path, entries: &[Entry]) -> String {
+    write_manifest(dir, "mode = \"local\"\nstate_dir = \"state\"", entries)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn preview_json_prints_exactly_the_report_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &example_entries());
+    let events = examples_dir().join("events.jsonl");
+    let out = sonde(&[
+        "preview",
+        "-m",
+        &m,
+        "--events",
+        events.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Report = serde_json::from_slice(&out.stdout).unwrap();
+    // Re-serializing the decoded report gives the same bytes: nothing was
+    // added around the report, and the report is its own canonical form.
+    assert_eq!(report.to_json(), out.stdout);
+    let lines = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert_eq!(report.buffer.recorded, lines as u64);
+    assert_eq!(report.buffer.dropped, 0);
+    assert_eq!(report.plugins.len(), 3);
+    assert!(
+        report
+            .plugins
+            .iter()
+            .all(|p| p.state == PluginState::Running && !p.metrics.is_empty())
+    );
+    let id = std::fs::read_to_string(dir.path().join("state/instance_id")).unwrap();
+    assert_eq!(
+        report.instance_id.to_string(),
+        id.trim(),
+        "the instance id is the one kept in the state dir"
+    );
+}
+
+#[test]
+fn preview_text_shows_each_plugin_and_its_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &example_entries());
+    let events = examples_dir().join("events.jsonl");
+    let out = sonde(&["preview", "-m", &m, "--events", events.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "http-status 0.1.0 [running]",
+        "http.requests{method=\"GET\"",
+        "http.route.duration_us{route=\"other\"}",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn preview_of_an_off_manifest_says_so_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_manifest(
+        dir.path(),
+        "mode = \"off\"\nstate_dir = \"state\"",
+        &example_entries(),
+    );
+    let events = examples_dir().join("events.jsonl");
+    let out = sonde(&[
+        "preview",
+        "-m",
+        m.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("telemetry is off"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("state").exists());
+}
+
+#[test]
+fn check_exits_1_naming_a_refused_plugin_and_0_when_all_is_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = manifest(dir.path(), &example_entries());
+    let out = sonde(&["check", "-m", &good]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let mut entries = example_entries();
+    entries[2].sha256 = Some("0".repeat(64));
+    let bad = manifest(dir.path(), &entries);
+    let out = sonde(&["check", "-m", &bad, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["plugins"][2]["state"], "refused");
+    assert!(
+        v["plugins"][2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("key `plugin[2].sha256`")
+    );
+}
+
+#[test]
+fn an_invalid_manifest_exits_2_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sonde.toml");
+    std::fs::write(
+        &path,
+        "[telemetry]\nmode = \"local\"\nbufer_capacity = 10\n",
+    )
+    .unwrap();
+    let out = sonde(&["list", "-m", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:3: key `telemetry.bufer_capacity`",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn pin_writes_the_real_hashes_and_keeps_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = example_entries();
+    for e in &mut entries {
+        e.sha256 = Some("0".repeat(64));
+    }
+    let m = manifest(dir.path(), &entries);
+    let mut text_before = std::fs::read_to_string(&m).unwrap();
+    text_before.insert_str(0, "# operator's note\n");
+    std::fs::write(&m, &text_before).unwrap();
+    assert_eq!(sonde(&["check", "-m", &m]).status.code(), Some(1));
+    let out = sonde(&["pin", "-m", &m]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("3 pin(s) written"));
+    let after = std::fs::read_to_string(&m).unwrap();
+    assert!(after.starts_with("# operator's note\n"));
+    assert_eq!(sonde(&["check", "-m", &m]).status.code(), Some(0));
+}
+
+#[test]
+fn list_json_shows_declared_metrics_and_denials() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = example_entries();
+    entries[0].allow = false;
+    let m = manifest(dir.path(), &entries);
+    let out = sonde(&["list", "-m", &m, "--format", "json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "denied");
+    assert_eq!(
+        v[0]["metrics"].as_array().unwrap().len(),
+        0,
+        "a denied plugin is never instantiated"
+    );
+    assert_eq!(v[2]["metrics"][0]["name"], "http.route.duration_us");
+    assert_eq!(v[2]["metrics"][0]["kind"], "histogram");
+    assert_eq!(v[2]["metrics"][0]["label_keys"][0], "route");
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = sonde(&["--help"]);
+    let help = text(&out.stdout);
+    for c in ["check", "pin", "list", "preview"] {
+        assert!(help.contains(c), "{help}");
+    }
+}
