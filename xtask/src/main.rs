@@ -1,1 +1,492 @@
-fn main(){}
+//! Project tasks that cargo alone can't do. Run as `cargo xtask <command>`
+//! (an alias defined in `.cargo/config.toml`); `cargo xtask help` lists the
+//! commands.
+
+use anyhow::{Context, Result, bail, ensure};
+use sha2::{Digest, Sha256};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The target plugins are compiled for: plain wasm, no WASI, no imports but
+/// the ones the WIT contract declares.
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Component-level imports a plugin may have: the contract's `host`
+/// interface and the shared `types` interface its functions use.
+const ALLOWED_IMPORTS: [&str; 2] = ["sonde:collector/host@0.1.0", "sonde:collector/types@0.1.0"];
+
+/// The export every plugin must have.
+const REQUIRED_EXPORT: &str = "sonde:collector/collector@0.1.0";
+
+const HELP: &str = "\
+Usage: cargo xtask <COMMAND>
+
+Commands:
+  plugins   Build every plugin under plugins/ for wasm32-unknown-unknown, turn each
+            into a WebAssembly component and write target/plugins/<crate>.wasm
+            (printing its size and sha256)
+  test      Build the plugins, run clippy (host and plugins, -D warnings) and
+            every test of the workspace
+  demo      Build the plugins and the CLI, pin a demo manifest, then check,
+            list and preview the example events through the real host
+  help      Print this help
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let (command, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => {
+            eprint!("{HELP}");
+            bail!("no command given");
+        }
+    };
+    match command {
+        "plugins" => {
+            no_args(command, rest)?;
+            let root = repo_root()?;
+            print_built(&root, &build_plugins(&root)?);
+            Ok(())
+        }
+        "test" => {
+            no_args(command, rest)?;
+            run_tests(&repo_root()?)
+        }
+        "demo" => {
+            no_args(command, rest)?;
+            demo(&repo_root()?)
+        }
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => {
+            eprint!("{HELP}");
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+/// Runs `cargo` with `args` in `root`, failing with the command line.
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    eprintln!("+ cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("running cargo")?;
+    ensure!(
+        status.success(),
+        "`cargo {}` failed ({status})",
+        args.join(" ")
+    );
+    Ok(())
+}
+
+fn print_built(root: &Path, built: &[BuiltPlugin]) {
+    for p in built {
+        println!(
+            "{:<16} {:<36} {:>8} bytes  sha256 {}",
+            p.name,
+            p.path.strip_prefix(root).unwrap_or(&p.path).display(),
+            p.size,
+            p.sha256
+        );
+    }
+}
+
+/// `cargo xtask test`: the README's test command.
+fn run_tests(root: &Path) -> Result<()> {
+    let start = std::time::Instant::now();
+    print_built(root, &build_plugins(root)?);
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    let plugins = root.join("plugins/Cargo.toml");
+    let plugins = plugins.to_str().context("non-UTF-8 repository path")?;
+    let target = root.join("target");
+    let target = target.to_str().context("non-UTF-8 repository path")?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--manifest-path",
+            plugins,
+            "--target",
+            WASM_TARGET,
+            "--target-dir",
+            target,
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    cargo(root, &["test", "--workspace"])?;
+    cargo(
+        root,
+        &["test", "--manifest-path", plugins, "--target-dir", target],
+    )?;
+    println!("xtask test: all green in {:.0?}", start.elapsed());
+    Ok(())
+}
+
+/// `cargo xtask demo`: the local loop on the example plugins and events.
+fn demo(root: &Path) -> Result<()> {
+    print_built(root, &build_plugins(root)?);
+    cargo(root, &["build", "--quiet", "-p", "sonde-cli"])?;
+    let sonde = root.join("target/debug/sonde");
+    // A copy of examples/sonde.toml in target/demo, re-pinned: the example's
+    // pins hold for our toolchain; this way the demo also runs on another.
+    let demo_dir = root.join("target/demo");
+    std::fs::create_dir_all(&demo_dir)?;
+    let example = std::fs::read_to_string(root.join("examples/sonde.toml"))?;
+    let manifest = demo_dir.join("sonde.toml");
+    std::fs::write(
+        &manifest,
+        example
+            .replace("\"../target/plugins/", "\"../plugins/")
+            .replace("\"../target/sonde-state\"", "\"state\""),
+    )?;
+    let manifest = manifest.to_str().context("non-UTF-8 repository path")?;
+    let events = root.join("examples/events.jsonl");
+    let events = events.to_str().context("non-UTF-8 repository path")?;
+    let step = |title: &str, args: &[&str]| -> Result<()> {
+        println!("\n== {title}: sonde {}", args.join(" "));
+        let status = Command::new(&sonde)
+            .args(args)
+            .status()
+            .context("running sonde")?;
+        ensure!(
+            status.success(),
+            "`sonde {}` failed ({status})",
+            args.join(" ")
+        );
+        Ok(())
+    };
+    step(
+        "pin the plugins the operator reviewed",
+        &["pin", "-m", manifest],
+    )?;
+    step("check manifest and plugins", &["check", "-m", manifest])?;
+    step(
+        "what each plugin is and declares",
+        &["list", "-m", manifest],
+    )?;
+    step(
+        "what would leave this host for the example events",
+        &["preview", "-m", manifest, "--events", events],
+    )?;
+    println!(
+        "\ndemo done: 3 sandboxed collectors ran over {} events; nothing was sent (mode = \"local\").\n\
+         try: target/debug/sonde preview -m {manifest} --events {events} --format json",
+        std::fs::read_to_string(events)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    );
+    Ok(())
+}
+
+fn no_args(command: &str, rest: &[String]) -> Result<()> {
+    ensure!(
+        rest.is_empty(),
+        "`{command}` takes no arguments, got {rest:?}"
+    );
+    Ok(())
+}
+
+/// The repository root: the parent of this crate's directory.
+fn repo_root() -> Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// A plugin crate of the `plugins/` workspace.
+#[derive(Debug)]
+struct Plugin {
+    /// The crate's package name, e.g. `http-status`.
+    name: String,
+}
+
+impl Plugin {
+    /// The file stem cargo gives the crate's artifacts, e.g. `http_status`.
+    fn stem(&self) -> String {
+        self.name.replace('-', "_")
+    }
+}
+
+/// A built plugin component.
+#[derive(Debug)]
+struct BuiltPlugin {
+    /// The crate's package name.
+    name: String,
+    /// Where the component was written.
+    path: PathBuf,
+    /// Size in bytes.
+    size: usize,
+    /// Lower-case hex sha256 of the component bytes.
+    sha256: String,
+}
+
+/// `cargo xtask plugins`: builds, componentizes and checks every plugin.
+fn build_plugins(root: &Path) -> Result<Vec<BuiltPlugin>> {
+    let plugins = discover_plugins(&root.join("plugins"))?;
+    ensure!(!plugins.is_empty(), "no plugin crates under plugins/");
+    ensure_wasm_target()?;
+
+    let target_dir = root.join("target");
+    cargo_build(root, &target_dir)?;
+
+    let core_dir = target_dir.join(WASM_TARGET).join("release");
+    let out_dir = target_dir.join("plugins");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    let mut built = Vec::new();
+    for plugin in &plugins {
+        let core_path = core_dir.join(format!("{}.wasm", plugin.stem()));
+        let core = std::fs::read(&core_path).with_context(|| {
+            format!(
+                "reading {} (is `{}` a member of plugins/Cargo.toml's workspace, \
+                 with crate-type = [\"cdylib\"]?)",
+                core_path.display(),
+                plugin.name
+            )
+        })?;
+        let component = componentize(&core)
+            .with_context(|| format!("turning `{}` into a component", plugin.name))?;
+        check_component(&component)
+            .with_context(|| format!("checking the component of `{}`", plugin.name))?;
+
+        let path = out_dir.join(format!("{}.wasm", plugin.stem()));
+        std::fs::write(&path, &component).with_context(|| format!("writing {}", path.display()))?;
+        let sha256 = hex::encode(Sha256::digest(&component));
+        built.push(BuiltPlugin {
+            name: plugin.name.clone(),
+            path,
+            size: component.len(),
+            sha256,
+        });
+    }
+    Ok(built)
+}
+
+/// The plugin crates: every directory under `plugins/` holding a
+/// `Cargo.toml`, sorted by name.
+///
+/// Symlinks are skipped: `plugins/sonde-sdk` links to the SDK crate (see
+/// `plugins/Cargo.toml` for why), which is a library, not a plugin.
+fn discover_plugins(dir: &Path) -> Result<Vec<Plugin>> {
+    let mut plugins = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let manifest = entry.path().join("Cargo.toml");
+        // `DirEntry::file_type` does not follow symlinks.
+        if !entry.file_type()?.is_dir() || !manifest.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        let name = package_name(&text)
+            .with_context(|| format!("no [package] name in {}", manifest.display()))?;
+        plugins.push(Plugin { name });
+    }
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(plugins)
+}
+
+/// The `name` of the `[package]` table of a Cargo manifest.
+///
+/// A deliberately small reader (plugin manifests are plain): the first
+/// `name = "..."` line inside `[package]`.
+fn package_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+            continue;
+        }
+        if !in_package {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=')
+            && key.trim() == "name"
+        {
+            let value = value.trim();
+            let value = value.strip_prefix('"')?.split('"').next()?;
+            return Some(value.to_owned());
+        }
+    }
+    None
+}
+
+/// Makes sure rustup has the wasm target installed, installing it if not.
+fn ensure_wasm_target() -> Result<()> {
+    let output = match Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            // No rustup: the toolchain may still have the target; cargo will
+            // say so clearly if it does not.
+            eprintln!("warning: cannot run rustup ({e}); assuming {WASM_TARGET} is installed");
+            return Ok(());
+        }
+    };
+    ensure!(
+        output.status.success(),
+        "`rustup target list --installed` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let installed = String::from_utf8_lossy(&output.stdout);
+    if installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    eprintln!("installing the {WASM_TARGET} target with rustup");
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()
+        .context("running rustup target add")?;
+    ensure!(status.success(), "`rustup target add {WASM_TARGET}` failed");
+    Ok(())
+}
+
+/// `cargo build --release` of the plugins workspace for the wasm target.
+///
+/// The repository root and `CARGO_HOME` are remapped in every path the
+/// compiler embeds, so the bytes do not depend on where the repository is
+/// checked out or where cargo keeps its registry.
+fn cargo_build(root: &Path, target_dir: &Path) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut flags = vec![remap(root, "/sonde")];
+    if let Some(home) = cargo_home() {
+        flags.push(remap(&home, "/cargo"));
+    }
+    let encoded = flags.join(&OsString::from("\u{1f}"));
+
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--target", WASM_TARGET])
+        .arg("--manifest-path")
+        .arg(root.join("plugins").join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        // The flags are ours alone: anything inherited would change the bytes.
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", encoded)
+        .status()
+        .context("running cargo build for the plugins")?;
+    ensure!(status.success(), "building the plugins failed");
+    Ok(())
+}
+
+/// `--remap-path-prefix=<from>=<to>`.
+fn remap(from: &Path, to: &str) -> OsString {
+    let mut flag = OsString::from("--remap-path-prefix=");
+    flag.push(from.as_os_str());
+    flag.push("=");
+    flag.push(to);
+    flag
+}
+
+/// Where cargo keeps its registry: `$CARGO_HOME`, else `~/.cargo`.
+fn cargo_home() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return Some(PathBuf::from(home));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo"))
+}
+
+/// Turns a core wasm module (with the `component-type` custom section that
+/// wit-bindgen embeds) into a validated component.
+fn componentize(core: &[u8]) -> Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .module(core)?
+        .validate(true)
+        .encode()
+}
+
+/// Checks that a component imports nothing but the contract's `host` (and
+/// `types`) interfaces, in particular nothing from WASI, and exports the
+/// `collector` interface.
+fn check_component(component: &[u8]) -> Result<()> {
+    let decoded = wit_component::decode(component).context("decoding the component")?;
+    let wit_component::DecodedWasm::Component(resolve, world) = decoded else {
+        bail!("not a component");
+    };
+    let world = &resolve.worlds[world];
+    let imports: Vec<String> = world
+        .imports
+        .keys()
+        .map(|k| resolve.name_world_key(k))
+        .collect();
+    let exports: Vec<String> = world
+        .exports
+        .keys()
+        .map(|k| resolve.name_world_key(k))
+        .collect();
+    let wasi: Vec<&String> = imports.iter().filter(|i| i.starts_with("wasi:")).collect();
+    ensure!(
+        wasi.is_empty(),
+        "the plugin imports WASI ({wasi:?}); plugins must be built for {WASM_TARGET} \
+         and use nothing but sonde:collector/host"
+    );
+    let unexpected: Vec<&String> = imports
+        .iter()
+        .filter(|i| !ALLOWED_IMPORTS.contains(&i.as_str()))
+        .collect();
+    ensure!(
+        unexpected.is_empty(),
+        "unexpected imports {unexpected:?}: only {ALLOWED_IMPORTS:?} are allowed"
+    );
+    ensure!(
+        exports.iter().any(|e| e == REQUIRED_EXPORT),
+        "the component does not export {REQUIRED_EXPORT} (exports: {exports:?})"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_package_names() {
+        let manifest = "[workspace]\nname = \"no\"\n\n[package]\nversion = \"1\"\nname = \"http-status\" # c\n[dependencies]\nname = \"x\"\n";
+        assert_eq!(package_name(manifest).as_deref(), Some("http-status"));
+        assert_eq!(package_name("[dependencies]\nname = \"x\"\n"), None);
+    }
+
+    #[test]
+    fn remaps_paths() {
+        assert_eq!(
+            remap(Path::new("/a/b"), "/sonde"),
+            OsString::from("--remap-path-prefix=/a/b=/sonde")
+        );
+    }
+}
