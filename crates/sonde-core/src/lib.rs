@@ -16,16 +16,21 @@
 
 #![deny(missing_docs)]
 
+mod directive;
 mod event;
 pub mod limits;
 mod location;
 mod manifest;
 mod report;
 
+pub use directive::{
+    Directive, EndpointResponse, MAX_DIRECTIVE_METRICS, MAX_DIRECTIVE_TEXT, MAX_DIRECTIVES,
+    MAX_DISABLE_SECS, MAX_RESPONSE_BYTES, MIN_DISABLE_SECS, ParsedResponse,
+};
 pub use event::{EventRecord, EventsError, FieldValue, parse_events_jsonl, read_events_file};
 pub use location::Location;
 pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
 pub use report::{
-    BufferStats, HostFacts, Metric, MetricKind, MetricValue, PluginCost, PluginReport, PluginState,
+    BufferStats, DeliveryStats, DisabledMetric, HostFacts, Metric, MetricKind, MetricValue, PluginCost, PluginReport, PluginState,
     REPORT_SCHEMA_VERSION, Report,
 };

@@ -30,6 +30,26 @@ pub struct Report {
     pub buffer: BufferStats,
     /// Every plugin in the manifest, in manifest order.
     pub plugins: Vec<PluginReport>,
+    /// Delivery counters since start (all zero in `local` mode).
+    #[serde(default)]
+    pub delivery: DeliveryStats,
+}
+
+/// What happened to reports on their way out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryStats {
+    /// Reports the endpoint acknowledged.
+    pub sent: u64,
+    /// Reports waiting in the spool.
+    pub spooled: u64,
+    /// Reports dropped because the spool was over its quota (oldest first).
+    pub spool_dropped: u64,
+    /// Reports the endpoint refused with a 4xx that is not retried.
+    pub rejected: u64,
+    /// Upload attempts that failed and will be retried.
+    pub failed_attempts: u64,
+    /// Endpoint directives ignored as unknown or malformed.
+    pub directives_ignored: u64,
 }
 
 impl Report {
@@ -39,6 +59,14 @@ impl Report {
         // finite floats (the host rejects the rest), so this cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// What an uploader POSTs: one or more reports, gzip-compressed JSON.
+/// A collector also accepts a bare [`Report`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportBatch {
+    /// The reports, oldest first.
+    pub reports: Vec<Report>,
 }
 
 /// Facts about the host process.
@@ -85,6 +113,9 @@ pub enum PluginState {
     Refused,
     /// Was running, failed too often, and was stopped; see `reason`.
     Failed,
+    /// Switched off for a while, by an endpoint directive or the local cost
+    /// breaker; see `reason` and `until`. Receives no events meanwhile.
+    Disabled,
 }
 
 impl PluginState {
@@ -95,6 +126,7 @@ impl PluginState {
             PluginState::Denied => "denied",
             PluginState::Refused => "refused",
             PluginState::Failed => "failed",
+            PluginState::Disabled => "disabled",
         }
     }
 }
@@ -111,10 +143,27 @@ pub struct PluginReport {
     /// Why it is not running, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When a `disabled` plugin comes back, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Metrics left out of reports by an endpoint directive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_metrics: Vec<DisabledMetric>,
     /// What it cost and what of its output was refused.
     pub cost: PluginCost,
     /// Its metrics, sorted by name then labels.
     pub metrics: Vec<Metric>,
+}
+
+/// A metric an endpoint asked to leave out of reports, for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisabledMetric {
+    /// Metric name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+    /// When it comes back, RFC 3339.
+    pub until: String,
 }
 
 /// Per-plugin accounting.
@@ -136,6 +185,9 @@ pub struct PluginCost {
     pub overflow_points: u64,
     /// Log lines dropped by the rate limit.
     pub logs_dropped: u64,
+    /// Highest linear memory the plugin's instances reached, in bytes.
+    #[serde(default)]
+    pub peak_memory_bytes: u64,
 }
 
 /// How a metric's values combine.
@@ -229,6 +281,8 @@ mod tests {
                 version: "1".into(),
                 state: PluginState::Running,
                 reason: None,
+                until: None,
+                disabled_metrics: vec![],
                 cost: PluginCost::default(),
                 metrics: vec![
                     Metric {
@@ -252,6 +306,7 @@ mod tests {
                     },
                 ],
             }],
+            delivery: DeliveryStats::default(),
         };
         let bytes = report.to_json();
         let back: Report = serde_json::from_slice(&bytes).expect("decodes");

@@ -213,6 +213,7 @@ impl Telemetry {
                 invalid_fields: ring.invalid(),
             },
             plugins,
+            delivery: Default::default(),
         })
     }
 }

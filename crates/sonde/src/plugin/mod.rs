@@ -296,6 +296,8 @@ impl Plugin {
                 .unwrap_or_default(),
             state: self.state,
             reason: self.reason.clone(),
+            until: None,
+            disabled_metrics: Vec::new(),
             cost: self.cost,
             metrics: self.series.metrics(),
         }
