@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+mod delivery;
 mod directive;
 mod event;
 pub mod limits;
@@ -23,6 +24,7 @@ mod location;
 mod manifest;
 mod report;
 
+pub use delivery::{DeliverySettings, is_loopback, redact};
 pub use directive::{
     Directive, EndpointResponse, MAX_DIRECTIVE_METRICS, MAX_DIRECTIVE_TEXT, MAX_DIRECTIVES,
     MAX_DISABLE_SECS, MAX_RESPONSE_BYTES, MIN_DISABLE_SECS, ParsedResponse,
@@ -31,6 +33,6 @@ pub use event::{EventRecord, EventsError, FieldValue, parse_events_jsonl, read_e
 pub use location::Location;
 pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
 pub use report::{
-    BufferStats, DeliveryStats, DisabledMetric, HostFacts, Metric, MetricKind, MetricValue, PluginCost, PluginReport, PluginState,
-    REPORT_SCHEMA_VERSION, Report,
+    BufferStats, DeliveryStats, DisabledMetric, HostFacts, Metric, MetricKind, MetricValue,
+    PluginCost, PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report,
 };

@@ -24,11 +24,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::delivery::{
+    DeliverySettings, MAX_BATCH_BYTES_LIMIT, MAX_DURATION, MAX_REQUESTS_PER_HOUR_LIMIT,
+    MAX_SPOOL_FILES_LIMIT, MIN_DURATION, is_loopback,
+};
 use crate::limits::*;
 use crate::location::Location;
 
@@ -82,6 +88,8 @@ pub struct TelemetrySettings {
     pub buffer_capacity: usize,
     /// `state_dir`, default `.sonde`, resolved against the manifest's folder.
     pub state_dir: PathBuf,
+    /// Endpoint, cadence and limits.
+    pub delivery: DeliverySettings,
 }
 
 /// One `[[plugin]]` entry.
@@ -136,10 +144,22 @@ struct RawManifest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTelemetry {
-    #[serde(default)]
-    mode: Mode,
+    mode: Option<Spanned<Mode>>,
     buffer_capacity: Option<Spanned<u64>>,
     state_dir: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    min_interval: Option<Spanned<String>>,
+    max_interval: Option<Spanned<String>>,
+    max_requests_per_hour: Option<Spanned<u64>>,
+    max_bytes_per_day: Option<Spanned<u64>>,
+    max_batch_bytes: Option<Spanned<u64>>,
+    spool_max_files: Option<Spanned<u64>>,
+    spool_max_bytes: Option<Spanned<u64>>,
+    connect_timeout: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    retry_initial: Option<Spanned<String>>,
+    proxy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +255,7 @@ impl Validator<'_> {
                 mode: Mode::Off,
                 buffer_capacity: DEFAULT_BUFFER_CAPACITY,
                 state_dir: base.join(".sonde"),
+                delivery: DeliverySettings::default(),
             },
             Some(t) => self.telemetry(t, &base)?,
         };
@@ -266,14 +287,14 @@ impl Validator<'_> {
     }
 
     fn telemetry(&self, t: RawTelemetry, base: &Path) -> Result<TelemetrySettings, ManifestError> {
-        let buffer_capacity = match t.buffer_capacity {
+        let buffer_capacity = match &t.buffer_capacity {
             None => DEFAULT_BUFFER_CAPACITY,
             Some(c) => {
                 let v = *c.get_ref();
                 let range = MIN_BUFFER_CAPACITY as u64..=MAX_BUFFER_CAPACITY as u64;
                 if !range.contains(&v) {
                     return Err(self.err(
-                        &c,
+                        c,
                         "telemetry.buffer_capacity".into(),
                         format!(
                             "{v} is outside {MIN_BUFFER_CAPACITY}..={MAX_BUFFER_CAPACITY} events"
@@ -283,17 +304,197 @@ impl Validator<'_> {
                 v as usize
             }
         };
-        let state_dir = match t.state_dir {
+        let state_dir = match &t.state_dir {
             None => base.join(".sonde"),
             Some(d) if d.get_ref().is_empty() => {
-                return Err(self.err(&d, "telemetry.state_dir".into(), "must not be empty".into()));
+                return Err(self.err(d, "telemetry.state_dir".into(), "must not be empty".into()));
             }
             Some(d) => base.join(d.get_ref()),
         };
+        let delivery = self.delivery(&t)?;
+        let mode = t.mode.as_ref().map_or(Mode::Off, |m| *m.get_ref());
+        if let Some(m) = &t.mode
+            && mode == Mode::On
+            && delivery.endpoint.is_none()
+        {
+            return Err(self.err(
+                m,
+                "telemetry.mode".into(),
+                "mode = \"on\" needs an `endpoint` in [telemetry]".into(),
+            ));
+        }
         Ok(TelemetrySettings {
-            mode: t.mode,
+            mode,
             buffer_capacity,
             state_dir,
+            delivery,
+        })
+    }
+
+    fn duration(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ManifestError> {
+        let Some(v) = v else { return Ok(default) };
+        let key = format!("telemetry.{key}");
+        let d = humantime::parse_duration(v.get_ref()).map_err(|e| {
+            let text = v.get_ref();
+            self.err(
+                v,
+                key.clone(),
+                format!("`{text}` is not a duration like \"30s\" or \"1h\": {e}"),
+            )
+        })?;
+        if !(MIN_DURATION..=MAX_DURATION).contains(&d) {
+            return Err(self.err(
+                v,
+                key,
+                format!("must be between {MIN_DURATION:?} and 7 days"),
+            ));
+        }
+        Ok(d)
+    }
+
+    fn count(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        range: RangeInclusive<u64>,
+        default: u64,
+    ) -> Result<u64, ManifestError> {
+        let Some(v) = v else { return Ok(default) };
+        if !range.contains(v.get_ref()) {
+            return Err(self.err(
+                v,
+                format!("telemetry.{key}"),
+                format!(
+                    "{} is outside {}..={}",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+        Ok(*v.get_ref())
+    }
+
+    fn url(&self, v: &Spanned<String>, key: &str) -> Result<url::Url, ManifestError> {
+        let key = format!("telemetry.{key}");
+        url::Url::parse(v.get_ref()).map_err(|e| self.err(v, key, format!("not a URL: {e}")))
+    }
+
+    fn delivery(&self, t: &RawTelemetry) -> Result<DeliverySettings, ManifestError> {
+        let d = DeliverySettings::default();
+        let endpoint = match &t.endpoint {
+            None => None,
+            Some(e) => {
+                let url = self.url(e, "endpoint")?;
+                let ok = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url));
+                if !ok || url.host().is_none() {
+                    return Err(self.err(
+                        e,
+                        "telemetry.endpoint".into(),
+                        "must be an https:// URL (http:// only for loopback addresses)".into(),
+                    ));
+                }
+                if !url.username().is_empty() || url.password().is_some() {
+                    let msg = "must not carry credentials".to_string();
+                    return Err(self.err(e, "telemetry.endpoint".into(), msg));
+                }
+                Some(url)
+            }
+        };
+        let proxy = match &t.proxy {
+            None => None,
+            Some(p) => {
+                let url = self.url(p, "proxy")?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    let msg = "must be an http:// or https:// URL".to_string();
+                    return Err(self.err(p, "telemetry.proxy".into(), msg));
+                }
+                Some(url)
+            }
+        };
+        let interval = self.duration(&t.interval, "interval", d.interval)?;
+        let min_interval = self.duration(
+            &t.min_interval,
+            "min_interval",
+            d.min_interval.min(interval),
+        )?;
+        let max_interval = self.duration(
+            &t.max_interval,
+            "max_interval",
+            d.max_interval.max(interval),
+        )?;
+        if !(min_interval <= interval && interval <= max_interval) {
+            let at = t
+                .interval
+                .as_ref()
+                .or(t.min_interval.as_ref())
+                .or(t.max_interval.as_ref());
+            let message = "needs min_interval <= interval <= max_interval".to_string();
+            return Err(match at {
+                Some(s) => self.err(s, "telemetry.interval".into(), message),
+                None => ManifestError {
+                    at: Location::new(self.path, 0, None),
+                    message,
+                },
+            });
+        }
+        let per_hour = 1..=u64::from(MAX_REQUESTS_PER_HOUR_LIMIT);
+        let max_requests_per_hour = self.count(
+            &t.max_requests_per_hour,
+            "max_requests_per_hour",
+            per_hour,
+            u64::from(d.max_requests_per_hour),
+        )?;
+        let spool_files = 1..=u64::from(MAX_SPOOL_FILES_LIMIT);
+        let spool_max_files = self.count(
+            &t.spool_max_files,
+            "spool_max_files",
+            spool_files,
+            u64::from(d.spool_max_files),
+        )?;
+        Ok(DeliverySettings {
+            endpoint,
+            interval,
+            min_interval,
+            max_interval,
+            // Both checked against ranges that fit a u32.
+            max_requests_per_hour: max_requests_per_hour as u32,
+            max_bytes_per_day: self.count(
+                &t.max_bytes_per_day,
+                "max_bytes_per_day",
+                1024..=u64::from(u32::MAX),
+                d.max_bytes_per_day,
+            )?,
+            max_batch_bytes: self.count(
+                &t.max_batch_bytes,
+                "max_batch_bytes",
+                1024..=MAX_BATCH_BYTES_LIMIT,
+                d.max_batch_bytes,
+            )?,
+            spool_max_files: spool_max_files as u32,
+            spool_max_bytes: self.count(
+                &t.spool_max_bytes,
+                "spool_max_bytes",
+                1024..=u64::MAX / 2,
+                d.spool_max_bytes,
+            )?,
+            connect_timeout: self.duration(
+                &t.connect_timeout,
+                "connect_timeout",
+                d.connect_timeout,
+            )?,
+            request_timeout: self.duration(
+                &t.request_timeout,
+                "request_timeout",
+                d.request_timeout,
+            )?,
+            retry_initial: self.duration(&t.retry_initial, "retry_initial", d.retry_initial)?,
+            proxy,
         })
     }
 
@@ -534,6 +735,64 @@ mod tests {
         let text = format!("{}[plugin.config]\nk = \"{long}\"\n", plugin("a"));
         let err = parse(&text).expect_err("long value");
         assert_eq!(err.at.key.as_deref(), Some("plugin[0].config.k"));
+    }
+
+    #[test]
+    fn on_mode_needs_an_https_or_loopback_endpoint() {
+        let err = parse("[telemetry]\nmode = \"on\"\n").expect_err("no endpoint");
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.mode"));
+        let err = parse("[telemetry]\nmode = \"on\"\nendpoint = \"http://example.com/r\"\n")
+            .expect_err("plain http");
+        assert_eq!(
+            (err.at.line, err.at.key.as_deref()),
+            (3, Some("telemetry.endpoint"))
+        );
+        let err =
+            parse("[telemetry]\nendpoint = \"https://u:p@example.com/\"\n").expect_err("creds");
+        assert!(err.message.contains("credentials"));
+        for ok in [
+            "https://example.com/v1/reports",
+            "http://127.0.0.1:8080/v1/reports",
+            "http://localhost/x",
+            "http://[::1]:9/x",
+        ] {
+            let m = parse(&format!(
+                "[telemetry]\nmode = \"on\"\nendpoint = \"{ok}\"\n"
+            ))
+            .expect(ok);
+            assert_eq!(m.telemetry.delivery.endpoint.expect("set").as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn delivery_durations_and_limits_are_checked() {
+        let m = parse("[telemetry]\ninterval = \"2s\"\nmin_interval = \"1s\"\nmax_interval = \"10s\"\nmax_requests_per_hour = 30\n").expect("valid");
+        let d = &m.telemetry.delivery;
+        assert_eq!(
+            (d.interval, d.min_interval, d.max_interval),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(1),
+                Duration::from_secs(10)
+            )
+        );
+        assert_eq!(d.max_requests_per_hour, 30);
+        let err = parse("[telemetry]\ninterval = \"soon\"\n").expect_err("bad duration");
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.interval"));
+        let err = parse("[telemetry]\ninterval = \"1m\"\nmin_interval = \"5m\"\n")
+            .expect_err("min > interval");
+        assert!(err.message.contains("min_interval <= interval"), "{err}");
+        let err = parse("[telemetry]\nmax_requests_per_hour = 0\n").expect_err("zero");
+        assert_eq!(
+            err.at.key.as_deref(),
+            Some("telemetry.max_requests_per_hour")
+        );
+        let small =
+            parse("[telemetry]\ninterval = \"1s\"\n").expect("defaults follow a short interval");
+        assert_eq!(
+            small.telemetry.delivery.min_interval,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

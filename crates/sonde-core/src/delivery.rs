@@ -1,0 +1,105 @@
+//! Delivery settings: where reports go, how often, and the limits that keep
+//! telemetry polite. All live in the manifest's `[telemetry]` table.
+//!
+//! ```toml
+//! [telemetry]
+//! mode = "on"
+//! endpoint = "https://telemetry.example.com/v1/reports"  # http:// only for loopback
+//! interval = "1h"              # between reports; the first one is jittered
+//! min_interval = "5m"          # the endpoint's next_update_secs is clamped
+//! max_interval = "24h"         #   into [min_interval, max_interval]
+//! max_requests_per_hour = 12   # in any sliding hour
+//! max_bytes_per_day = 16777216 # gzip bytes in any sliding day
+//! max_batch_bytes = 1048576    # uncompressed JSON per request
+//! spool_max_files = 500        # reports kept while the endpoint is away
+//! spool_max_bytes = 52428800
+//! connect_timeout = "10s"
+//! request_timeout = "30s"
+//! retry_initial = "30s"        # first backoff; doubles, full jitter, up to max_interval
+//! proxy = "http://user:pass@proxy:3128"  # optional; credentials never logged
+//! ```
+
+use std::time::Duration;
+
+/// Shortest interval, timeout or backoff the manifest may set. Low enough for
+/// tests on loopback; production manifests use minutes.
+pub const MIN_DURATION: Duration = Duration::from_millis(100);
+/// Longest interval the manifest may set: a week.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most requests per hour the manifest may allow.
+pub const MAX_REQUESTS_PER_HOUR_LIMIT: u32 = 3600;
+/// Largest request body (uncompressed) a batch may have: 16 MiB.
+pub const MAX_BATCH_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+/// Most spool files the manifest may allow.
+pub const MAX_SPOOL_FILES_LIMIT: u32 = 100_000;
+
+/// Where and how reports are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// `endpoint`: required when `mode = "on"`.
+    pub endpoint: Option<url::Url>,
+    /// `interval`, default 1 h.
+    pub interval: Duration,
+    /// `min_interval`, default 5 min.
+    pub min_interval: Duration,
+    /// `max_interval`, default 24 h.
+    pub max_interval: Duration,
+    /// `max_requests_per_hour`, default 12.
+    pub max_requests_per_hour: u32,
+    /// `max_bytes_per_day` (compressed), default 16 MiB.
+    pub max_bytes_per_day: u64,
+    /// `max_batch_bytes` (uncompressed), default 1 MiB.
+    pub max_batch_bytes: u64,
+    /// `spool_max_files`, default 500.
+    pub spool_max_files: u32,
+    /// `spool_max_bytes`, default 50 MiB.
+    pub spool_max_bytes: u64,
+    /// `connect_timeout`, default 10 s.
+    pub connect_timeout: Duration,
+    /// `request_timeout` (whole request), default 30 s.
+    pub request_timeout: Duration,
+    /// `retry_initial`, default 30 s.
+    pub retry_initial: Duration,
+    /// `proxy`, default none (no system proxy is used either).
+    pub proxy: Option<url::Url>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            endpoint: None,
+            interval: Duration::from_secs(3600),
+            min_interval: Duration::from_secs(300),
+            max_interval: Duration::from_secs(24 * 3600),
+            max_requests_per_hour: 12,
+            max_bytes_per_day: 16 * 1024 * 1024,
+            max_batch_bytes: 1024 * 1024,
+            spool_max_files: 500,
+            spool_max_bytes: 50 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            retry_initial: Duration::from_secs(30),
+            proxy: None,
+        }
+    }
+}
+
+/// A URL as it may be logged: scheme, host, port and path, never
+/// credentials or query.
+pub fn redact(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port() {
+        Some(p) => format!("{}://{host}:{p}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
+    }
+}
+
+/// Whether `url` points at this machine (`localhost`, 127.0.0.0/8, `::1`).
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
