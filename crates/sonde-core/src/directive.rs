@@ -122,22 +122,13 @@ fn clip(s: &mut String) {
 impl Directive {
     fn clamp(mut self) -> Directive {
         match &mut self {
-            Directive::DisablePlugin {
-                plugin,
-                for_secs,
-                reason,
-            } => {
+            Directive::DisablePlugin { plugin, for_secs, reason } => {
                 clip(plugin);
                 clip(reason);
                 *for_secs = (*for_secs).clamp(MIN_DISABLE_SECS, MAX_DISABLE_SECS);
             }
             Directive::EnablePlugin { plugin } => clip(plugin),
-            Directive::DisableMetrics {
-                plugin,
-                metrics,
-                for_secs,
-                reason,
-            } => {
+            Directive::DisableMetrics { plugin, metrics, for_secs, reason } => {
                 clip(plugin);
                 clip(reason);
                 metrics.truncate(MAX_DIRECTIVE_METRICS);
@@ -216,35 +207,17 @@ mod tests {
         assert_eq!(parsed.ignored, 2);
         let d = &parsed.response.directives;
         assert_eq!(d.len(), 3);
-        let Directive::DisablePlugin {
-            for_secs, reason, ..
-        } = &d[0]
-        else {
-            panic!("{d:?}")
-        };
-        assert_eq!(
-            (*for_secs, reason.len()),
-            (MIN_DISABLE_SECS, MAX_DIRECTIVE_TEXT)
-        );
-        let Directive::DisablePlugin { for_secs, .. } = &d[1] else {
-            panic!("{d:?}")
-        };
+        let Directive::DisablePlugin { for_secs, reason, .. } = &d[0] else { panic!("{d:?}") };
+        assert_eq!((*for_secs, reason.len()), (MIN_DISABLE_SECS, MAX_DIRECTIVE_TEXT));
+        let Directive::DisablePlugin { for_secs, .. } = &d[1] else { panic!("{d:?}") };
         assert_eq!(*for_secs, MAX_DISABLE_SECS);
-        assert_eq!(
-            d[2],
-            Directive::Stop {
-                reason: "bye".into()
-            }
-        );
+        assert_eq!(d[2], Directive::Stop { reason: "bye".into() });
         assert_eq!(parsed.response.next_update_secs, Some(5));
     }
 
     #[test]
     fn an_empty_body_is_an_empty_response_and_garbage_is_an_error() {
-        assert_eq!(
-            EndpointResponse::parse(b"").expect("empty"),
-            ParsedResponse::default()
-        );
+        assert_eq!(EndpointResponse::parse(b"").expect("empty"), ParsedResponse::default());
         assert!(EndpointResponse::parse(b"<html>").is_err());
         assert!(EndpointResponse::parse(&vec![b' '; MAX_RESPONSE_BYTES + 10]).is_ok());
         let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_RESPONSE_BYTES));
@@ -254,10 +227,7 @@ mod tests {
     #[test]
     fn only_the_first_directives_are_read() {
         let one = r#"{"action":"enable_plugin","plugin":"a"}"#;
-        let body = format!(
-            "{{\"directives\":[{}]}}",
-            vec![one; MAX_DIRECTIVES + 5].join(",")
-        );
+        let body = format!("{{\"directives\":[{}]}}", vec![one; MAX_DIRECTIVES + 5].join(","));
         let parsed = EndpointResponse::parse(body.as_bytes()).expect("valid");
         assert_eq!(parsed.response.directives.len(), MAX_DIRECTIVES);
         assert_eq!(parsed.ignored, 5);

@@ -72,16 +72,10 @@ pub enum EventsError {
 
 /// Reads an events file (see the module docs for the format).
 pub fn read_events_file(path: &Path) -> Result<Vec<EventRecord>, EventsError> {
-    let io = |source| EventsError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| EventsError::Io { path: path.display().to_string(), source };
     let size = std::fs::metadata(path).map_err(io)?.len();
     if size > MAX_EVENTS_FILE_BYTES {
-        return Err(EventsError::TooLarge {
-            path: path.display().to_string(),
-            size,
-        });
+        return Err(EventsError::TooLarge { path: path.display().to_string(), size });
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
     parse_events_jsonl(&text, path)
@@ -104,10 +98,8 @@ pub fn parse_events_jsonl(text: &str, path: &Path) -> Result<Vec<EventRecord>, E
                 message: format!("line is over the limit of {MAX_EVENT_LINE_BYTES} bytes"),
             });
         }
-        let event: EventRecord = serde_json::from_str(line).map_err(|e| EventsError::Invalid {
-            at: at(None),
-            message: e.to_string(),
-        })?;
+        let event: EventRecord = serde_json::from_str(line)
+            .map_err(|e| EventsError::Invalid { at: at(None), message: e.to_string() })?;
         if event.kind.is_empty() || event.kind.len() > MAX_EVENT_KIND_LEN {
             return Err(EventsError::Invalid {
                 at: at(Some("kind".into())),
@@ -123,10 +115,8 @@ pub fn parse_events_jsonl(text: &str, path: &Path) -> Result<Vec<EventRecord>, E
                 ),
             });
         }
-        if let Some(name) = event
-            .fields
-            .keys()
-            .find(|k| k.is_empty() || k.len() > MAX_FIELD_NAME_LEN)
+        if let Some(name) =
+            event.fields.keys().find(|k| k.is_empty() || k.len() > MAX_FIELD_NAME_LEN)
         {
             return Err(EventsError::Invalid {
                 at: at(Some(format!("fields.{name}"))),

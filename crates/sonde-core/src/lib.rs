@@ -34,5 +34,5 @@ pub use location::Location;
 pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
 pub use report::{
     BufferStats, DeliveryStats, DisabledMetric, HostFacts, Metric, MetricKind, MetricValue,
-    PluginCost, PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report,
+    PluginCost, PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch,
 };

@@ -19,21 +19,13 @@ pub struct Location {
 impl Location {
     /// A location at `line` of `path`.
     pub fn new(path: &Path, line: usize, key: Option<String>) -> Self {
-        Location {
-            path: path.to_path_buf(),
-            line,
-            key,
-        }
+        Location { path: path.to_path_buf(), line, key }
     }
 
     /// The 1-based line of byte `offset` in `text`.
     pub fn line_of(text: &str, offset: usize) -> usize {
         let end = offset.min(text.len());
-        text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
     }
 }
 

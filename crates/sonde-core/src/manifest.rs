@@ -39,7 +39,7 @@ use crate::limits::*;
 use crate::location::Location;
 
 /// Whether telemetry runs, and whether it sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Nothing is collected, no file is written, no thread is started.
@@ -177,10 +177,7 @@ struct RawPlugin {
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let whole = |message: String| ManifestError {
-            at: Location::new(path, 0, None),
-            message,
-        };
+        let whole = |message: String| ManifestError { at: Location::new(path, 0, None), message };
         let meta =
             std::fs::metadata(path).map_err(|e| whole(format!("cannot read manifest: {e}")))?;
         if meta.len() > MAX_MANIFEST_BYTES {
@@ -199,11 +196,7 @@ impl Manifest {
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
-            let line = if e.span().is_some() {
-                Location::line_of(text, offset)
-            } else {
-                0
-            };
+            let line = if e.span().is_some() { Location::line_of(text, offset) } else { 0 };
             let key = key_at(text, offset, e.message());
             ManifestError {
                 at: Location::new(path, line, key),
@@ -234,18 +227,11 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn at<T>(&self, spanned: &Spanned<T>, key: String) -> Location {
-        Location::new(
-            self.path,
-            Location::line_of(self.text, spanned.span().start),
-            Some(key),
-        )
+        Location::new(self.path, Location::line_of(self.text, spanned.span().start), Some(key))
     }
 
     fn err<T>(&self, spanned: &Spanned<T>, key: String, message: String) -> ManifestError {
-        ManifestError {
-            at: self.at(spanned, key),
-            message,
-        }
+        ManifestError { at: self.at(spanned, key), message }
     }
 
     fn manifest(&self, raw: RawManifest) -> Result<Manifest, ManifestError> {
@@ -279,11 +265,7 @@ impl Validator<'_> {
             }
             plugins.push(spec);
         }
-        Ok(Manifest {
-            path: self.path.to_path_buf(),
-            telemetry,
-            plugins,
-        })
+        Ok(Manifest { path: self.path.to_path_buf(), telemetry, plugins })
     }
 
     fn telemetry(&self, t: RawTelemetry, base: &Path) -> Result<TelemetrySettings, ManifestError> {
@@ -323,12 +305,7 @@ impl Validator<'_> {
                 "mode = \"on\" needs an `endpoint` in [telemetry]".into(),
             ));
         }
-        Ok(TelemetrySettings {
-            mode,
-            buffer_capacity,
-            state_dir,
-            delivery,
-        })
+        Ok(TelemetrySettings { mode, buffer_capacity, state_dir, delivery })
     }
 
     fn duration(
@@ -348,11 +325,7 @@ impl Validator<'_> {
             )
         })?;
         if !(MIN_DURATION..=MAX_DURATION).contains(&d) {
-            return Err(self.err(
-                v,
-                key,
-                format!("must be between {MIN_DURATION:?} and 7 days"),
-            ));
+            return Err(self.err(v, key, format!("must be between {MIN_DURATION:?} and 7 days")));
         }
         Ok(d)
     }
@@ -369,12 +342,7 @@ impl Validator<'_> {
             return Err(self.err(
                 v,
                 format!("telemetry.{key}"),
-                format!(
-                    "{} is outside {}..={}",
-                    v.get_ref(),
-                    range.start(),
-                    range.end()
-                ),
+                format!("{} is outside {}..={}", v.get_ref(), range.start(), range.end()),
             ));
         }
         Ok(*v.get_ref())
@@ -418,29 +386,16 @@ impl Validator<'_> {
             }
         };
         let interval = self.duration(&t.interval, "interval", d.interval)?;
-        let min_interval = self.duration(
-            &t.min_interval,
-            "min_interval",
-            d.min_interval.min(interval),
-        )?;
-        let max_interval = self.duration(
-            &t.max_interval,
-            "max_interval",
-            d.max_interval.max(interval),
-        )?;
+        let min_interval =
+            self.duration(&t.min_interval, "min_interval", d.min_interval.min(interval))?;
+        let max_interval =
+            self.duration(&t.max_interval, "max_interval", d.max_interval.max(interval))?;
         if !(min_interval <= interval && interval <= max_interval) {
-            let at = t
-                .interval
-                .as_ref()
-                .or(t.min_interval.as_ref())
-                .or(t.max_interval.as_ref());
+            let at = t.interval.as_ref().or(t.min_interval.as_ref()).or(t.max_interval.as_ref());
             let message = "needs min_interval <= interval <= max_interval".to_string();
             return Err(match at {
                 Some(s) => self.err(s, "telemetry.interval".into(), message),
-                None => ManifestError {
-                    at: Location::new(self.path, 0, None),
-                    message,
-                },
+                None => ManifestError { at: Location::new(self.path, 0, None), message },
             });
         }
         let per_hour = 1..=u64::from(MAX_REQUESTS_PER_HOUR_LIMIT);
@@ -528,12 +483,8 @@ impl Validator<'_> {
             ));
         }
         // Absent lists are empty; their errors point at the entry's name.
-        let events_span = p
-            .events
-            .unwrap_or_else(|| Spanned::new(p.name.span(), Vec::new()));
-        let config_span = p
-            .config
-            .unwrap_or_else(|| Spanned::new(p.name.span(), BTreeMap::new()));
+        let events_span = p.events.unwrap_or_else(|| Spanned::new(p.name.span(), Vec::new()));
+        let config_span = p.config.unwrap_or_else(|| Spanned::new(p.name.span(), BTreeMap::new()));
         let events = events_span.get_ref();
         if events.len() > MAX_GRANTED_EVENTS {
             return Err(self.err(
@@ -675,18 +626,12 @@ mod tests {
 
     #[test]
     fn an_unknown_key_names_file_line_and_key() {
-        let text = format!(
-            "[telemetry]\nmode = \"local\"\n\n{}colour = \"red\"\n",
-            plugin("a")
-        );
+        let text = format!("[telemetry]\nmode = \"local\"\n\n{}colour = \"red\"\n", plugin("a"));
         let err = parse(&text).expect_err("unknown key");
         assert_eq!(err.at.line, 8, "{err}");
         assert_eq!(err.at.key.as_deref(), Some("plugin[0].colour"), "{err}");
         let msg = err.to_string();
-        assert!(
-            msg.starts_with("/etc/app/sonde.toml:8: key `plugin[0].colour`:"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("/etc/app/sonde.toml:8: key `plugin[0].colour`:"), "{msg}");
     }
 
     #[test]
@@ -705,10 +650,7 @@ mod tests {
 
     #[test]
     fn a_missing_field_names_the_plugin_entry() {
-        let text = format!(
-            "{}\n[[plugin]]\nname = \"b\"\npath = \"b.wasm\"\n",
-            plugin("a")
-        );
+        let text = format!("{}\n[[plugin]]\nname = \"b\"\npath = \"b.wasm\"\n", plugin("a"));
         let err = parse(&text).expect_err("missing sha");
         assert_eq!(err.at.key.as_deref(), Some("plugin[1].sha256"), "{err}");
     }
@@ -743,10 +685,7 @@ mod tests {
         assert_eq!(err.at.key.as_deref(), Some("telemetry.mode"));
         let err = parse("[telemetry]\nmode = \"on\"\nendpoint = \"http://example.com/r\"\n")
             .expect_err("plain http");
-        assert_eq!(
-            (err.at.line, err.at.key.as_deref()),
-            (3, Some("telemetry.endpoint"))
-        );
+        assert_eq!((err.at.line, err.at.key.as_deref()), (3, Some("telemetry.endpoint")));
         let err =
             parse("[telemetry]\nendpoint = \"https://u:p@example.com/\"\n").expect_err("creds");
         assert!(err.message.contains("credentials"));
@@ -756,10 +695,7 @@ mod tests {
             "http://localhost/x",
             "http://[::1]:9/x",
         ] {
-            let m = parse(&format!(
-                "[telemetry]\nmode = \"on\"\nendpoint = \"{ok}\"\n"
-            ))
-            .expect(ok);
+            let m = parse(&format!("[telemetry]\nmode = \"on\"\nendpoint = \"{ok}\"\n")).expect(ok);
             assert_eq!(m.telemetry.delivery.endpoint.expect("set").as_str(), ok);
         }
     }
@@ -770,11 +706,7 @@ mod tests {
         let d = &m.telemetry.delivery;
         assert_eq!(
             (d.interval, d.min_interval, d.max_interval),
-            (
-                Duration::from_secs(2),
-                Duration::from_secs(1),
-                Duration::from_secs(10)
-            )
+            (Duration::from_secs(2), Duration::from_secs(1), Duration::from_secs(10))
         );
         assert_eq!(d.max_requests_per_hour, 30);
         let err = parse("[telemetry]\ninterval = \"soon\"\n").expect_err("bad duration");
@@ -783,16 +715,10 @@ mod tests {
             .expect_err("min > interval");
         assert!(err.message.contains("min_interval <= interval"), "{err}");
         let err = parse("[telemetry]\nmax_requests_per_hour = 0\n").expect_err("zero");
-        assert_eq!(
-            err.at.key.as_deref(),
-            Some("telemetry.max_requests_per_hour")
-        );
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.max_requests_per_hour"));
         let small =
             parse("[telemetry]\ninterval = \"1s\"\n").expect("defaults follow a short interval");
-        assert_eq!(
-            small.telemetry.delivery.min_interval,
-            Duration::from_secs(1)
-        );
+        assert_eq!(small.telemetry.delivery.min_interval, Duration::from_secs(1));
     }
 
     #[test]

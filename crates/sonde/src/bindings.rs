@@ -1,10 +1,7 @@
 //! Host bindings for the `sonde:collector` WIT world, generated once here and
 //! used by every other module.
 
-#![allow(
-    missing_docs,
-    reason = "generated from wit/collector.wit, which documents every item"
-)]
+#![allow(missing_docs, reason = "generated from wit/collector.wit, which documents every item")]
 #![allow(missing_debug_implementations, reason = "generated code")]
 
 wasmtime::component::bindgen!({

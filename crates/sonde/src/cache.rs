@@ -34,11 +34,7 @@ impl CompileCache {
     pub(crate) fn new(dir: PathBuf, secret: [u8; 32], engine: &Engine) -> CompileCache {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        CompileCache {
-            dir,
-            secret,
-            engine_key: format!("{:016x}", h.finish()),
-        }
+        CompileCache { dir, secret, engine_key: format!("{:016x}", h.finish()) }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -101,10 +97,7 @@ impl CompileCache {
 }
 
 /// Loads an artifact that this process compiled or whose MAC it verified.
-#[allow(
-    unsafe_code,
-    reason = "deserializing a host-written, authenticated artifact"
-)]
+#[allow(unsafe_code, reason = "deserializing a host-written, authenticated artifact")]
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `artifact` was produced by `Engine::precompile_component` in
     // this process, or read back from a file whose HMAC under this host's

@@ -12,12 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::Duration;
 
-use sonde_core::{PluginReport, PluginSpec};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use sonde_core::{Directive, MAX_DIRECTIVE_METRICS, PluginReport, PluginSpec};
 
 use crate::event::{Event, EventKind};
 use crate::overview::PluginOverview;
 use crate::plugin::{BATCH_SIZE, Loader, Plugin};
 use crate::ring::Ring;
+use crate::switches::{Off, Source, Switches, unix};
 
 /// How long the dispatcher sleeps when the ring is empty. Bounds the delay
 /// before a partial batch reaches the plugins; `record()` never wakes it.
@@ -33,6 +37,10 @@ pub(crate) enum Command {
     Flush(SyncSender<()>),
     Report(SyncSender<Vec<PluginReport>>),
     Plugins(SyncSender<Vec<PluginOverview>>),
+    /// Apply endpoint directives; replies with what was applied.
+    Apply(Vec<Directive>, SyncSender<Vec<String>>),
+    /// Stop every plugin: telemetry was stopped for good.
+    StopAll(String),
 }
 
 /// Which subscription of which plugin an event kind feeds, and where each
@@ -48,6 +56,10 @@ pub(crate) struct Dispatcher {
     processed: Arc<AtomicU64>,
     plugins: Vec<Plugin>,
     routes: HashMap<usize, Vec<Route>>,
+    switches: Switches,
+    /// Where switches persist; `None` for an ephemeral runtime.
+    state_dir: Option<PathBuf>,
+    last_expiry_check: u64,
 }
 
 impl Dispatcher {
@@ -59,18 +71,22 @@ impl Dispatcher {
         specs: Vec<PluginSpec>,
         loader: Loader,
         commands: Receiver<Command>,
+        state_dir: Option<PathBuf>,
     ) {
-        let plugins = specs
-            .into_iter()
-            .map(|s| Plugin::load(s, &loader))
-            .collect();
+        let plugins = specs.into_iter().map(|s| Plugin::load(s, &loader)).collect();
+        let switches = state_dir.as_deref().map(Switches::load).unwrap_or_default();
         let mut d = Dispatcher {
             ring,
             processed,
             plugins,
             routes: HashMap::new(),
+            switches,
+            state_dir,
+            last_expiry_check: 0,
         };
+        d.sync_switches();
         loop {
+            d.expire_switches();
             let taken = d.drain(DRAIN_PER_ROUND);
             let command = match commands.try_recv() {
                 Ok(c) => Some(c),
@@ -108,6 +124,112 @@ impl Dispatcher {
             Command::Plugins(reply) => {
                 let _ = reply.send(self.plugins.iter().map(Plugin::overview).collect());
             }
+            Command::Apply(directives, reply) => {
+                let applied = self.apply(directives);
+                let _ = reply.send(applied);
+            }
+            Command::StopAll(reason) => {
+                self.drain_now();
+                for p in &mut self.plugins {
+                    if p.is_switchable() {
+                        p.off = Some(Off {
+                            until_unix: u64::MAX,
+                            reason: reason.clone(),
+                            source: Source::Endpoint,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies endpoint directives to the switches; unknown plugins and
+    /// plugins the operator did not let run are left alone.
+    fn apply(&mut self, directives: Vec<Directive>) -> Vec<String> {
+        let mut applied = Vec::new();
+        for d in directives {
+            let plugin = match &d {
+                Directive::DisablePlugin { plugin, .. }
+                | Directive::EnablePlugin { plugin }
+                | Directive::DisableMetrics { plugin, .. }
+                | Directive::EnableMetrics { plugin, .. } => plugin.clone(),
+                Directive::Stop { .. } => continue,
+            };
+            if !self.plugins.iter().any(|p| p.spec.name == plugin && p.is_switchable()) {
+                continue;
+            }
+            let from_endpoint = |o: &Off| o.source == Source::Endpoint;
+            match d {
+                Directive::DisablePlugin { for_secs, reason, .. } => {
+                    let reason =
+                        if reason.is_empty() { "disabled by the endpoint".into() } else { reason };
+                    applied.push(format!("disabled plugin `{plugin}` for {for_secs} s: {reason}"));
+                    self.switches
+                        .plugins
+                        .insert(plugin, Off::new(for_secs, reason, Source::Endpoint));
+                }
+                Directive::EnablePlugin { .. } => {
+                    if self.switches.plugins.get(&plugin).is_some_and(from_endpoint) {
+                        self.switches.plugins.remove(&plugin);
+                        applied.push(format!("re-enabled plugin `{plugin}`"));
+                    }
+                }
+                Directive::DisableMetrics { metrics, for_secs, reason, .. } => {
+                    let reason =
+                        if reason.is_empty() { "disabled by the endpoint".into() } else { reason };
+                    let muted = self.switches.metrics.entry(plugin.clone()).or_default();
+                    for m in metrics.into_iter().take(MAX_DIRECTIVE_METRICS) {
+                        applied
+                            .push(format!("disabled metric `{m}` of `{plugin}` for {for_secs} s"));
+                        muted.insert(m, Off::new(for_secs, reason.clone(), Source::Endpoint));
+                    }
+                }
+                Directive::EnableMetrics { metrics, .. } => {
+                    if let Some(muted) = self.switches.metrics.get_mut(&plugin) {
+                        for m in metrics {
+                            if muted.get(&m).is_some_and(from_endpoint) {
+                                muted.remove(&m);
+                                applied.push(format!("re-enabled metric `{m}` of `{plugin}`"));
+                            }
+                        }
+                    }
+                }
+                Directive::Stop { .. } => {}
+            }
+        }
+        if !applied.is_empty() {
+            self.drain_now();
+            self.sync_switches();
+            if let Some(dir) = &self.state_dir {
+                self.switches.save(dir);
+            }
+        }
+        applied
+    }
+
+    /// Drops expired switches, at most once a second.
+    fn expire_switches(&mut self) {
+        let now = unix(SystemTime::now());
+        if now == self.last_expiry_check {
+            return;
+        }
+        self.last_expiry_check = now;
+        if self.switches.expire(now) {
+            self.sync_switches();
+            if let Some(dir) = &self.state_dir {
+                self.switches.save(dir);
+            }
+        }
+    }
+
+    /// Mirrors the switches onto the plugins.
+    fn sync_switches(&mut self) {
+        for p in &mut self.plugins {
+            if p.off.as_ref().is_some_and(|o| o.until_unix == u64::MAX) {
+                continue; // stopped for good
+            }
+            p.off = self.switches.plugins.get(&p.spec.name).filter(|_| p.is_switchable()).cloned();
+            p.muted = self.switches.metrics.get(&p.spec.name).cloned().unwrap_or_default();
         }
     }
 
@@ -143,10 +265,7 @@ impl Dispatcher {
         let kind = event.kind();
         let key = kind as *const EventKind as usize;
         let plugins = &mut self.plugins;
-        let routes = self
-            .routes
-            .entry(key)
-            .or_insert_with(|| routes_for(kind, plugins));
+        let routes = self.routes.entry(key).or_insert_with(|| routes_for(kind, plugins));
         for r in routes.iter() {
             let plugin = &mut plugins[r.plugin];
             if !plugin.is_running() {
@@ -181,11 +300,7 @@ fn routes_for(kind: &EventKind, plugins: &[Plugin]) -> Vec<Route> {
                     // MAX_FIELDS is 8: an index fits a u8.
                     .map(|f| kind.field_index(f).map(|i| i as u8))
                     .collect();
-                routes.push(Route {
-                    plugin: pi,
-                    sub: si,
-                    fields,
-                });
+                routes.push(Route { plugin: pi, sub: si, fields });
             }
         }
     }

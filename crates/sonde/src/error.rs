@@ -23,6 +23,10 @@ pub enum Error {
     /// The dispatcher thread is gone (shut down, or it panicked).
     #[error("the telemetry runtime has stopped")]
     Stopped,
+    /// Sending was asked of a runtime that does not send (`mode` is not
+    /// `on`, or telemetry was stopped).
+    #[error("this runtime does not send reports (mode is not \"on\")")]
+    NotSending,
     /// An event could not be built.
     #[error("{0}")]
     Event(String),

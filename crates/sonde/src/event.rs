@@ -49,10 +49,7 @@ impl EventKind {
     /// Declares a kind. Panics at compile time (in a `static`) with more than
     /// [`MAX_FIELDS`] fields.
     pub const fn new(name: &'static str, fields: &'static [&'static str]) -> EventKind {
-        assert!(
-            fields.len() <= MAX_FIELDS,
-            "an event kind has at most MAX_FIELDS fields"
-        );
+        assert!(fields.len() <= MAX_FIELDS, "an event kind has at most MAX_FIELDS fields");
         EventKind { name, fields }
     }
 
@@ -98,9 +95,7 @@ impl EventKind {
     /// The position of field `name`.
     #[inline]
     pub fn field_index(&self, name: &str) -> Option<usize> {
-        self.fields
-            .iter()
-            .position(|f| f.as_ptr() == name.as_ptr() || *f == name)
+        self.fields.iter().position(|f| f.as_ptr() == name.as_ptr() || *f == name)
     }
 
     /// An event of this kind with no fields set.
@@ -228,9 +223,7 @@ impl Event {
                 let start = (v >> 16) as usize;
                 let len = (v & 0xffff) as usize;
                 // Written from a &str and cut at a char boundary.
-                std::str::from_utf8(&self.text[start..start + len])
-                    .ok()
-                    .map(Value::Str)
+                std::str::from_utf8(&self.text[start..start + len]).ok().map(Value::Str)
             }
         }
     }
@@ -269,10 +262,7 @@ impl fmt::Debug for Event {
 pub fn events_from_records(records: &[EventRecord]) -> Result<Vec<Event>, Error> {
     let mut names: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for r in records {
-        names
-            .entry(&r.kind)
-            .or_default()
-            .extend(r.fields.keys().map(String::as_str));
+        names.entry(&r.kind).or_default().extend(r.fields.keys().map(String::as_str));
     }
     let mut kinds = BTreeMap::new();
     for (kind, fields) in &names {
@@ -312,9 +302,7 @@ mod tests {
     fn long_strings_are_cut_at_a_char_boundary_and_flagged() {
         let long = "é".repeat(200); // 400 bytes
         let e = K.event().str("a", &long).str("b", "x");
-        let Some(Value::Str(a)) = e.field("a") else {
-            panic!("a is a string")
-        };
+        let Some(Value::Str(a)) = e.field("a") else { panic!("a is a string") };
         assert_eq!(a.len(), MAX_EVENT_TEXT);
         assert_eq!(e.field("b"), Some(Value::Str("")));
         assert!(e.is_truncated());
@@ -329,11 +317,7 @@ mod tests {
 
     #[test]
     fn an_event_slot_stays_small() {
-        assert!(
-            std::mem::size_of::<Event>() <= 344,
-            "{}",
-            std::mem::size_of::<Event>()
-        );
+        assert!(std::mem::size_of::<Event>() <= 344, "{}", std::mem::size_of::<Event>());
     }
 
     #[test]

@@ -38,7 +38,10 @@ mod overview;
 mod plugin;
 mod ring;
 mod state;
+mod status;
+mod switches;
 mod telemetry;
+mod upload;
 
 pub use error::Error;
 pub use event::{
@@ -53,4 +56,7 @@ pub use sonde_core::{
     BufferStats, EventRecord, Manifest, ManifestError, Metric, MetricKind, MetricValue, Mode,
     PluginCost, PluginReport, PluginState, Report,
 };
+pub use status::{STOPPED_FILE, Status, SwitchedOff, UploadStatus, status, stopped_reason};
+pub use switches::{Off, Source, Switches};
 pub use telemetry::{Telemetry, TelemetryBuilder, effective_mode};
+pub use upload::SendOutcome;

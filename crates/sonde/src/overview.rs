@@ -17,6 +17,9 @@ pub struct PluginOverview {
     /// Why it is not running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When a disabled plugin comes back, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
     /// Declared version (empty unless it loaded).
     pub version: String,
     /// Declared description (empty unless it loaded).

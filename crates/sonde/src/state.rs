@@ -25,9 +25,7 @@ impl StateDir {
     /// Opens (creating if needed) the state directory at `path`.
     pub(crate) fn open(path: &Path) -> Result<StateDir, Error> {
         create_private_dir(path)?;
-        Ok(StateDir {
-            path: path.to_path_buf(),
-        })
+        Ok(StateDir { path: path.to_path_buf() })
     }
 
     pub(crate) fn cache_dir(&self) -> Result<PathBuf, Error> {
@@ -68,10 +66,7 @@ impl StateDir {
 }
 
 fn create_private_dir(path: &Path) -> Result<(), Error> {
-    let err = |source| Error::State {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| Error::State { path: path.to_path_buf(), source };
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -81,18 +76,13 @@ fn create_private_dir(path: &Path) -> Result<(), Error> {
 
 /// Writes `bytes` to `path` atomically (temp file, then rename), mode 0600.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let err = |source| Error::State {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| Error::State { path: path.to_path_buf(), source };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp).map_err(err)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(err)?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
 }

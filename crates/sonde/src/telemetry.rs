@@ -1,9 +1,9 @@
 //! The [`Telemetry`] handle the host keeps, and its builder.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use sonde_core::{BufferStats, HostFacts, Manifest, Mode, REPORT_SCHEMA_VERSION, Report};
 use uuid::Uuid;
@@ -17,6 +17,7 @@ use crate::overview::PluginOverview;
 use crate::plugin::Loader;
 use crate::ring::Ring;
 use crate::state::StateDir;
+use crate::upload::{self, SendOutcome};
 
 /// The mode telemetry really runs in, and why when an environment kill
 /// switch overrides the manifest: `SONDE_TELEMETRY=off` or `DO_NOT_TRACK`
@@ -64,13 +65,20 @@ impl TelemetryBuilder {
     /// written: `record()` returns at once. Otherwise the plugins load on the
     /// dispatcher thread, so this returns before they are compiled.
     pub fn start(self) -> Result<Telemetry, Error> {
-        let mode = self
-            .mode
-            .unwrap_or_else(|| effective_mode(&self.manifest).0);
+        let mode = self.mode.unwrap_or_else(|| effective_mode(&self.manifest).0);
         if mode == Mode::Off {
             return Ok(Telemetry::off());
         }
         let settings = &self.manifest.telemetry;
+        if !self.ephemeral
+            && let Some(reason) = crate::status::stopped_reason(&settings.state_dir)
+        {
+            tracing::info!(
+                "telemetry stays off: {reason} (remove {} to resume)",
+                settings.state_dir.join(crate::status::STOPPED_FILE).display()
+            );
+            return Ok(Telemetry::off());
+        }
         let engine = engine::new_engine()?;
         let (instance_id, cache) = if self.ephemeral {
             (Uuid::new_v4(), None)
@@ -87,20 +95,40 @@ impl TelemetryBuilder {
         let (tx, rx) = sync_channel(COMMAND_QUEUE);
         let specs = self.manifest.plugins.clone();
         let (r, p) = (ring.clone(), processed.clone());
+        let state_dir = (!self.ephemeral).then(|| settings.state_dir.clone());
+        let dispatcher_state = state_dir.clone();
         std::thread::Builder::new()
             .name("sonde-dispatch".into())
-            .spawn(move || Dispatcher::run(r, p, specs, loader, rx))
+            .spawn(move || Dispatcher::run(r, p, specs, loader, rx, dispatcher_state))
             .map_err(|e| Error::Engine(format!("cannot start the dispatcher thread: {e}")))?;
-        Ok(Telemetry {
+        let counters = Arc::new(upload::Counters::default());
+        let telemetry = Telemetry {
             inner: Arc::new(Inner {
                 ring: Some(ring),
                 mode,
                 commands: Some(tx),
                 processed,
                 instance_id,
+                counters: counters.clone(),
+                uploader: OnceLock::new(),
                 _ticker: Some(ticker),
             }),
-        })
+        };
+        if mode == Mode::On {
+            let delivery = settings.delivery.clone();
+            let endpoint = delivery
+                .endpoint
+                .clone()
+                .ok_or_else(|| Error::Engine("mode = \"on\" needs an endpoint".into()))?;
+            let state_dir = state_dir.ok_or_else(|| {
+                Error::Engine("an ephemeral runtime cannot send: it has no spool".into())
+            })?;
+            let transport = upload::Http::new(&delivery, endpoint).map_err(Error::Engine)?;
+            let handle =
+                upload::start(delivery, state_dir, transport, telemetry.downgrade(), counters)?;
+            let _ = telemetry.inner.uploader.set(handle);
+        }
+        Ok(telemetry)
     }
 }
 
@@ -118,7 +146,29 @@ struct Inner {
     commands: Option<SyncSender<Command>>,
     processed: Arc<AtomicU64>,
     instance_id: Uuid,
+    counters: Arc<upload::Counters>,
+    uploader: OnceLock<upload::Handle>,
     _ticker: Option<Arc<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The uploader holds only a weak handle; tell it to stop now rather
+        // than at its next wake-up. Its spool keeps what was not sent.
+        if let Some(u) = self.uploader.get() {
+            u.request_stop();
+        }
+    }
+}
+
+/// A handle that does not keep the runtime alive (for the upload thread).
+#[derive(Debug, Clone)]
+pub(crate) struct WeakTelemetry(Weak<Inner>);
+
+impl WeakTelemetry {
+    pub(crate) fn upgrade(&self) -> Option<Telemetry> {
+        self.0.upgrade().map(|inner| Telemetry { inner })
+    }
 }
 
 impl std::fmt::Debug for Ring {
@@ -133,11 +183,7 @@ impl std::fmt::Debug for Ring {
 impl Telemetry {
     /// A builder for the runtime `manifest` describes.
     pub fn builder(manifest: Manifest) -> TelemetryBuilder {
-        TelemetryBuilder {
-            manifest,
-            mode: None,
-            ephemeral: false,
-        }
+        TelemetryBuilder { manifest, mode: None, ephemeral: false }
     }
 
     /// A handle that records nothing.
@@ -149,6 +195,8 @@ impl Telemetry {
                 commands: None,
                 processed: Arc::new(AtomicU64::new(0)),
                 instance_id: Uuid::nil(),
+                counters: Arc::default(),
+                uploader: OnceLock::new(),
                 _ticker: None,
             }),
         }
@@ -178,6 +226,38 @@ impl Telemetry {
         let (tx, rx) = sync_channel(1);
         commands.send(make(tx)).map_err(|_| Error::Stopped)?;
         rx.recv().map_err(|_| Error::Stopped)
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakTelemetry {
+        WeakTelemetry(Arc::downgrade(&self.inner))
+    }
+
+    /// Applies endpoint directives; returns what was applied, in words.
+    pub(crate) fn apply(&self, directives: Vec<sonde_core::Directive>) -> Vec<String> {
+        self.ask(|reply| Command::Apply(directives, reply)).unwrap_or_default()
+    }
+
+    /// Switches every plugin off for good.
+    pub(crate) fn stop_all(&self, reason: String) {
+        if let Some(commands) = &self.inner.commands {
+            let _ = commands.send(Command::StopAll(reason));
+        }
+    }
+
+    /// Builds a report now and tries to send it with whatever is spooled
+    /// (rate limits still apply). `mode = "on"` only.
+    pub fn send_now(&self) -> Result<SendOutcome, Error> {
+        let uploader = self.inner.uploader.get().ok_or(Error::NotSending)?;
+        uploader.send_now().ok_or(Error::Stopped)
+    }
+
+    /// Stops gracefully: builds a last report and sends what it can before
+    /// `deadline`; what it cannot send stays in the spool for the next start.
+    /// Recording after this is a no-op for delivery.
+    pub fn shutdown(&self, deadline: Duration) {
+        if let Some(u) = self.inner.uploader.get() {
+            u.shutdown(deadline);
+        }
     }
 
     /// Waits until every event recorded before this call has been handed to
@@ -213,7 +293,7 @@ impl Telemetry {
                 invalid_fields: ring.invalid(),
             },
             plugins,
-            delivery: Default::default(),
+            delivery: self.inner.counters.snapshot(),
         })
     }
 }

@@ -69,11 +69,7 @@ impl BatchBuilder {
             })
             .collect();
         BatchBuilder {
-            batch: EventBatch {
-                kind,
-                len: 0,
-                columns,
-            },
+            batch: EventBatch { kind, len: 0, columns },
             dicts: types.iter().map(|_| Dict::default()).collect(),
         }
     }
@@ -86,12 +82,8 @@ impl BatchBuilder {
     /// column `i`, if the event kind has it.
     pub(crate) fn push(&mut self, event: &Event, fields: &[Option<u8>]) {
         let row = self.batch.len;
-        for ((column, dict), field) in self
-            .batch
-            .columns
-            .iter_mut()
-            .zip(&mut self.dicts)
-            .zip(fields)
+        for ((column, dict), field) in
+            self.batch.columns.iter_mut().zip(&mut self.dicts).zip(fields)
         {
             let value = field.and_then(|i| event.get(usize::from(i)));
             match (&mut column.data, value) {
@@ -147,11 +139,7 @@ fn intern(column: &mut StrColumn, dict: &mut Dict, value: &str) -> u32 {
     let hash = fnv1a(value.as_bytes());
     if let Some(&code) = dict.get(&hash) {
         let end = column.dict_ends[code as usize] as usize;
-        let start = if code == 0 {
-            0
-        } else {
-            column.dict_ends[code as usize - 1] as usize
-        };
+        let start = if code == 0 { 0 } else { column.dict_ends[code as usize - 1] as usize };
         if &column.dict_bytes[start..end] == value.as_bytes() {
             return code;
         }
@@ -177,47 +165,31 @@ mod tests {
         let map = [Some(0), Some(1), Some(2)];
         b.push(&K.event().str("s", "GET").int("n", 7).int("f", 2), &map);
         b.push(&K.event().str("s", "POST"), &map);
-        b.push(
-            &K.event().str("s", "GET").str("n", "oops").float("f", 0.5),
-            &map,
-        );
+        b.push(&K.event().str("s", "GET").str("n", "oops").float("f", 0.5), &map);
         let batch = b.batch();
         assert_eq!(batch.len, 3);
-        let ColumnData::Str(s) = &batch.columns[0].data else {
-            panic!("str column")
-        };
+        let ColumnData::Str(s) = &batch.columns[0].data else { panic!("str column") };
         assert_eq!(s.dict_bytes, b"GETPOST");
         assert_eq!(s.dict_ends, vec![3, 7]);
         assert_eq!(s.codes, vec![0, 1, 0]);
-        let ColumnData::Int(n) = &batch.columns[1].data else {
-            panic!("int column")
-        };
+        let ColumnData::Int(n) = &batch.columns[1].data else { panic!("int column") };
         assert_eq!(n, &vec![7, 0, 0]);
         assert_eq!(batch.columns[1].missing, vec![1, 2]);
-        let ColumnData::Float(f) = &batch.columns[2].data else {
-            panic!("float column")
-        };
+        let ColumnData::Float(f) = &batch.columns[2].data else { panic!("float column") };
         assert_eq!(f, &vec![2.0, 0.0, 0.5]);
         assert_eq!(batch.columns[2].missing, vec![1]);
         b.clear();
         assert_eq!(b.len(), 0);
         b.push(&K.event().str("s", "PUT"), &map);
-        let ColumnData::Str(s) = &b.batch().columns[0].data else {
-            panic!("str column")
-        };
-        assert_eq!(
-            (s.dict_bytes.as_slice(), s.codes.as_slice()),
-            (&b"PUT"[..], &[0][..])
-        );
+        let ColumnData::Str(s) = &b.batch().columns[0].data else { panic!("str column") };
+        assert_eq!((s.dict_bytes.as_slice(), s.codes.as_slice()), (&b"PUT"[..], &[0][..]));
     }
 
     #[test]
     fn a_field_the_event_kind_lacks_is_missing() {
         let mut b = BatchBuilder::new(0, &[FieldType::Str]);
         b.push(&K.event().str("s", "x"), &[None]);
-        let ColumnData::Str(s) = &b.batch().columns[0].data else {
-            panic!("str column")
-        };
+        let ColumnData::Str(s) = &b.batch().columns[0].data else { panic!("str column") };
         assert_eq!(s.codes, vec![MISSING_CODE]);
     }
 }

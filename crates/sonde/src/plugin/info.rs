@@ -24,10 +24,7 @@ pub(crate) const MAX_BUCKETS: usize = 64;
 
 fn short(what: &str, s: &str, max: usize) -> Result<(), String> {
     if s.len() > max {
-        return Err(format!(
-            "{what} is {} bytes, at most {max} are allowed",
-            s.len()
-        ));
+        return Err(format!("{what} is {} bytes, at most {max} are allowed", s.len()));
     }
     Ok(())
 }
@@ -35,13 +32,9 @@ fn short(what: &str, s: &str, max: usize) -> Result<(), String> {
 fn ident(what: &str, s: &str, max: usize) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= max
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
     if !ok {
-        return Err(format!(
-            "{what} `{}` must be 1 to {max} of a-z, 0-9, `.`, `_`, `-`",
-            clip(s)
-        ));
+        return Err(format!("{what} `{}` must be 1 to {max} of a-z, 0-9, `.`, `_`, `-`", clip(s)));
     }
     Ok(())
 }
@@ -73,11 +66,7 @@ pub(crate) fn validate(info: &PluginInfo) -> Result<(), String> {
     }
     let mut kinds = HashSet::new();
     for e in &info.events {
-        ident(
-            "event kind",
-            &e.kind,
-            sonde_core::limits::MAX_EVENT_KIND_LEN,
-        )?;
+        ident("event kind", &e.kind, sonde_core::limits::MAX_EVENT_KIND_LEN)?;
         if !kinds.insert(e.kind.as_str()) {
             return Err(format!("event kind `{}` is declared twice", e.kind));
         }
@@ -94,10 +83,7 @@ pub(crate) fn validate(info: &PluginInfo) -> Result<(), String> {
         }
     }
     if info.metrics.len() > MAX_METRICS {
-        return Err(format!(
-            "declares {} metrics, at most {MAX_METRICS}",
-            info.metrics.len()
-        ));
+        return Err(format!("declares {} metrics, at most {MAX_METRICS}", info.metrics.len()));
     }
     let mut names = HashSet::new();
     for m in &info.metrics {
@@ -108,10 +94,7 @@ pub(crate) fn validate(info: &PluginInfo) -> Result<(), String> {
         short("unit", &m.unit, MAX_SHORT_TEXT)?;
         short("metric description", &m.description, MAX_DESCRIPTION)?;
         if m.label_keys.len() > MAX_LABEL_KEYS {
-            return Err(format!(
-                "metric `{}` has more than {MAX_LABEL_KEYS} label keys",
-                m.name
-            ));
+            return Err(format!("metric `{}` has more than {MAX_LABEL_KEYS} label keys", m.name));
         }
         let mut keys = HashSet::new();
         for k in &m.label_keys {
@@ -137,10 +120,7 @@ pub(crate) fn validate(info: &PluginInfo) -> Result<(), String> {
                 }
             }
             MetricKind::Counter | MetricKind::Gauge if !m.buckets.is_empty() => {
-                return Err(format!(
-                    "metric `{}` is not a histogram but declares buckets",
-                    m.name
-                ));
+                return Err(format!("metric `{}` is not a histogram but declares buckets", m.name));
             }
             _ => {}
         }

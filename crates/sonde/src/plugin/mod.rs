@@ -14,11 +14,12 @@ mod host;
 mod info;
 mod series;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use sonde_core::{PluginCost, PluginReport, PluginSpec, PluginState};
+use sonde_core::{DisabledMetric, PluginCost, PluginReport, PluginSpec, PluginState};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
@@ -31,6 +32,7 @@ use crate::bindings::{
 use crate::cache::{CompileCache, Origin};
 use crate::engine::EPOCH_TICK;
 use crate::overview::{DeclaredMetric, PluginOverview};
+use crate::switches::Off;
 
 /// Largest plugin file read. Our collectors are ~20-60 KB; a plugin file of
 /// many megabytes is not a metric collector.
@@ -63,11 +65,7 @@ impl Loader {
             &mut linker,
             |s| s,
         )?;
-        Ok(Loader {
-            engine,
-            linker,
-            cache,
-        })
+        Ok(Loader { engine, linker, cache })
     }
 }
 
@@ -96,6 +94,10 @@ pub(crate) struct Plugin {
     live: Option<Live>,
     consecutive_failures: u32,
     logs_dropped_before: u64,
+    /// Switched off for a while (endpoint directive or local breaker).
+    pub(crate) off: Option<Off>,
+    /// Metrics left out of reports for a while.
+    pub(crate) muted: BTreeMap<String, Off>,
 }
 
 impl Plugin {
@@ -112,6 +114,8 @@ impl Plugin {
             live: None,
             consecutive_failures: 0,
             logs_dropped_before: 0,
+            off: None,
+            muted: BTreeMap::new(),
         }
     }
 
@@ -180,9 +184,15 @@ impl Plugin {
         Ok((live, info, origin))
     }
 
-    /// Whether the plugin takes calls.
+    /// Whether the plugin takes calls: loaded, healthy and not switched off.
     pub(crate) fn is_running(&self) -> bool {
-        self.state == PluginState::Running && self.live.is_some()
+        self.state == PluginState::Running && self.live.is_some() && self.off.is_none()
+    }
+
+    /// Whether a switch may touch it: only plugins the operator allowed and
+    /// that loaded (a denied, refused or failed plugin stays as it is).
+    pub(crate) fn is_switchable(&self) -> bool {
+        self.state == PluginState::Running
     }
 
     /// Sends the pending batch of subscription `sub`, then empties it.
@@ -213,11 +223,7 @@ impl Plugin {
             return;
         }
         let result = self.live.as_mut().map(|live| {
-            run(live, |l| {
-                l.bindings
-                    .sonde_collector_collector()
-                    .call_collect(&mut l.store)
-            })
+            run(live, |l| l.bindings.sonde_collector_collector().call_collect(&mut l.store))
         });
         if let Some(points) = self.settle(result) {
             self.series.apply(points, &mut self.cost);
@@ -230,10 +236,7 @@ impl Plugin {
         self.cost.calls += 1;
         self.cost.busy_us += busy_us;
         self.cost.logs_dropped = self.logs_dropped_before
-            + self
-                .live
-                .as_ref()
-                .map_or(0, |l| l.store.data().logs_dropped);
+            + self.live.as_ref().map_or(0, |l| l.store.data().logs_dropped);
         match result {
             Ok(r) => {
                 self.consecutive_failures = 0;
@@ -263,10 +266,7 @@ impl Plugin {
         let config = Arc::new(self.spec.config.clone());
         let restarted = instantiate(old.pre, &self.spec.name, config).and_then(|mut live| {
             live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-            let info = live
-                .bindings
-                .sonde_collector_collector()
-                .call_info(&mut live.store)?;
+            let info = live.bindings.sonde_collector_collector().call_info(&mut live.store)?;
             Ok((live, info))
         });
         match restarted {
@@ -287,30 +287,44 @@ impl Plugin {
 
     /// This plugin's part of a report.
     pub(crate) fn report(&self) -> PluginReport {
+        let (state, reason, until) = match (&self.off, self.state) {
+            (Some(off), PluginState::Running) => {
+                (PluginState::Disabled, Some(off.reason.clone()), Some(off.until_rfc3339()))
+            }
+            _ => (self.state, self.reason.clone(), None),
+        };
+        let mut metrics = self.series.metrics();
+        metrics.retain(|m| !self.muted.contains_key(&m.name));
         PluginReport {
             name: self.spec.name.clone(),
-            version: self
-                .info
-                .as_ref()
-                .map(|i| i.version.clone())
-                .unwrap_or_default(),
-            state: self.state,
-            reason: self.reason.clone(),
-            until: None,
-            disabled_metrics: Vec::new(),
+            version: self.info.as_ref().map(|i| i.version.clone()).unwrap_or_default(),
+            state,
+            reason,
+            until,
+            disabled_metrics: self
+                .muted
+                .iter()
+                .map(|(name, off)| DisabledMetric {
+                    name: name.clone(),
+                    reason: off.reason.clone(),
+                    until: off.until_rfc3339(),
+                })
+                .collect(),
             cost: self.cost,
-            metrics: self.series.metrics(),
+            metrics,
         }
     }
 
     /// What the operator sees in `sonde list`.
     pub(crate) fn overview(&self) -> PluginOverview {
         let info = self.info.as_ref();
+        let disabled = self.off.as_ref().filter(|_| self.state == PluginState::Running);
         PluginOverview {
             name: self.spec.name.clone(),
             path: self.spec.path.clone(),
-            state: self.state,
-            reason: self.reason.clone(),
+            state: if disabled.is_some() { PluginState::Disabled } else { self.state },
+            reason: disabled.map(|o| o.reason.clone()).or_else(|| self.reason.clone()),
+            until: disabled.map(Off::until_rfc3339),
             version: info.map(|i| i.version.clone()).unwrap_or_default(),
             description: info.map(|i| i.description.clone()).unwrap_or_default(),
             granted_events: self.spec.events.clone(),
@@ -343,10 +357,7 @@ fn run<R>(
     live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
     let start = Instant::now();
     let result = f(live);
-    (
-        result,
-        u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-    )
+    (result, u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
 fn read_plugin_file(spec: &PluginSpec) -> Result<Vec<u8>, String> {
@@ -376,18 +387,11 @@ fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
         }
     }
     if !ty.exports(engine).any(|(name, _)| name == REQUIRED_EXPORT) {
-        let found: Vec<&str> = ty
-            .exports(engine)
-            .map(|(n, _)| info::clip_to(n, 200))
-            .take(8)
-            .collect();
+        let found: Vec<&str> =
+            ty.exports(engine).map(|(n, _)| info::clip_to(n, 200)).take(8).collect();
         return Err(format!(
             "does not export `{REQUIRED_EXPORT}` (exports: {}); was it built against another WIT version?",
-            if found.is_empty() {
-                "nothing".to_string()
-            } else {
-                found.join(", ")
-            }
+            if found.is_empty() { "nothing".to_string() } else { found.join(", ") }
         ));
     }
     Ok(())
@@ -403,18 +407,11 @@ fn instantiate(
         .table_elements(MAX_PLUGIN_TABLE_ELEMENTS)
         .trap_on_grow_failure(true)
         .build();
-    let mut store = Store::new(
-        pre.engine(),
-        HostState::new(limits, Arc::from(name), config),
-    );
+    let mut store = Store::new(pre.engine(), HostState::new(limits, Arc::from(name), config));
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(CALL_DEADLINE_TICKS);
     let bindings = pre.instantiate(&mut store)?;
-    Ok(Live {
-        pre,
-        store,
-        bindings,
-    })
+    Ok(Live { pre, store, bindings })
 }
 
 /// A one-line, operator-readable account of a failed call.

@@ -26,11 +26,7 @@ pub(crate) const OVERFLOW_LABEL: &str = "__overflow__";
 
 enum Total {
     Scalar(f64),
-    Histogram {
-        count: u64,
-        sum: f64,
-        buckets: Vec<u64>,
-    },
+    Histogram { count: u64, sum: f64, buckets: Vec<u64> },
 }
 
 pub(crate) struct Series {
@@ -42,11 +38,7 @@ pub(crate) struct Series {
 impl Series {
     pub(crate) fn new(decls: Vec<MetricDecl>) -> Series {
         let per_metric = vec![0; decls.len()];
-        Series {
-            decls,
-            totals: BTreeMap::new(),
-            per_metric,
-        }
+        Series { decls, totals: BTreeMap::new(), per_metric }
     }
 
     /// Checks and folds in the points of one `collect`.
@@ -68,28 +60,16 @@ impl Series {
                     self.per_metric[metric as usize] += 1;
                 }
             }
-            let entry = self
-                .totals
-                .entry(key)
-                .or_insert_with(|| match &point.value {
-                    MetricValue::Histogram(h) => Total::Histogram {
-                        count: 0,
-                        sum: 0.0,
-                        buckets: vec![0; h.buckets.len()],
-                    },
-                    _ => Total::Scalar(0.0),
-                });
+            let entry = self.totals.entry(key).or_insert_with(|| match &point.value {
+                MetricValue::Histogram(h) => {
+                    Total::Histogram { count: 0, sum: 0.0, buckets: vec![0; h.buckets.len()] }
+                }
+                _ => Total::Scalar(0.0),
+            });
             match (entry, point.value) {
                 (Total::Scalar(v), MetricValue::Counter(d)) => *v += d,
                 (Total::Scalar(v), MetricValue::Gauge(g)) => *v = g,
-                (
-                    Total::Histogram {
-                        count,
-                        sum,
-                        buckets,
-                    },
-                    MetricValue::Histogram(h),
-                ) => {
+                (Total::Histogram { count, sum, buckets }, MetricValue::Histogram(h)) => {
                     *count = count.saturating_add(h.count);
                     *sum += h.sum;
                     for (b, d) in buckets.iter_mut().zip(&h.buckets) {
@@ -107,9 +87,7 @@ impl Series {
             return false;
         };
         if p.labels.len() != decl.label_keys.len()
-            || p.labels
-                .iter()
-                .any(|l| l.len() > MAX_LABEL_VALUE || l == OVERFLOW_LABEL)
+            || p.labels.iter().any(|l| l.len() > MAX_LABEL_VALUE || l == OVERFLOW_LABEL)
         {
             return false;
         }
@@ -132,19 +110,10 @@ impl Series {
             .iter()
             .map(|((index, labels), total)| {
                 let decl = &self.decls[*index as usize];
-                let labels = decl
-                    .label_keys
-                    .iter()
-                    .cloned()
-                    .zip(labels.iter().cloned())
-                    .collect();
+                let labels = decl.label_keys.iter().cloned().zip(labels.iter().cloned()).collect();
                 let value = match total {
                     Total::Scalar(v) => ReportValue::Scalar { value: *v },
-                    Total::Histogram {
-                        count,
-                        sum,
-                        buckets,
-                    } => ReportValue::Histogram {
+                    Total::Histogram { count, sum, buckets } => ReportValue::Histogram {
                         count: *count,
                         sum: *sum,
                         bounds: decl.buckets.clone(),
@@ -200,49 +169,26 @@ mod tests {
     }
 
     fn counter(label: &str, v: f64) -> MetricPoint {
-        MetricPoint {
-            metric: 0,
-            labels: vec![label.into()],
-            value: MetricValue::Counter(v),
-        }
+        MetricPoint { metric: 0, labels: vec![label.into()], value: MetricValue::Counter(v) }
     }
 
     #[test]
     fn deltas_accumulate_and_bad_points_are_counted() {
         let mut s = Series::new(decls());
         let mut cost = PluginCost::default();
-        s.apply(
-            vec![counter("a", 2.0), counter("a", 3.0), counter("b", 1.0)],
-            &mut cost,
-        );
+        s.apply(vec![counter("a", 2.0), counter("a", 3.0), counter("b", 1.0)], &mut cost);
         let hist = |buckets: Vec<u64>, count| MetricPoint {
             metric: 1,
             labels: vec![],
-            value: MetricValue::Histogram(HistogramDelta {
-                buckets,
-                count,
-                sum: 12.0,
-            }),
+            value: MetricValue::Histogram(HistogramDelta { buckets, count, sum: 12.0 }),
         };
         s.apply(
             vec![
                 counter("a", f64::NAN),
                 counter("a", -1.0),
-                MetricPoint {
-                    metric: 9,
-                    labels: vec![],
-                    value: MetricValue::Counter(1.0),
-                },
-                MetricPoint {
-                    metric: 0,
-                    labels: vec![],
-                    value: MetricValue::Counter(1.0),
-                },
-                MetricPoint {
-                    metric: 0,
-                    labels: vec!["a".into()],
-                    value: MetricValue::Gauge(1.0),
-                },
+                MetricPoint { metric: 9, labels: vec![], value: MetricValue::Counter(1.0) },
+                MetricPoint { metric: 0, labels: vec![], value: MetricValue::Counter(1.0) },
+                MetricPoint { metric: 0, labels: vec!["a".into()], value: MetricValue::Gauge(1.0) },
                 hist(vec![1, 1], 2),
                 hist(vec![1], 1),
                 hist(vec![1, 1], 3),
@@ -257,12 +203,7 @@ mod tests {
         assert_eq!(m[1].value, ReportValue::Scalar { value: 1.0 });
         assert_eq!(
             m[2].value,
-            ReportValue::Histogram {
-                count: 2,
-                sum: 12.0,
-                bounds: vec![10.0],
-                buckets: vec![1, 1]
-            }
+            ReportValue::Histogram { count: 2, sum: 12.0, bounds: vec![10.0], buckets: vec![1, 1] }
         );
     }
 
@@ -270,17 +211,12 @@ mod tests {
     fn label_sets_past_the_cap_fold_into_overflow() {
         let mut s = Series::new(decls());
         let mut cost = PluginCost::default();
-        let points = (0..MAX_SERIES_PER_METRIC + 5)
-            .map(|i| counter(&i.to_string(), 1.0))
-            .collect();
+        let points = (0..MAX_SERIES_PER_METRIC + 5).map(|i| counter(&i.to_string(), 1.0)).collect();
         s.apply(points, &mut cost);
         assert_eq!(cost.overflow_points, 5);
         let m = s.metrics();
         assert_eq!(m.len(), MAX_SERIES_PER_METRIC + 1);
-        let overflow = m
-            .iter()
-            .find(|m| m.labels["k"] == OVERFLOW_LABEL)
-            .expect("overflow series");
+        let overflow = m.iter().find(|m| m.labels["k"] == OVERFLOW_LABEL).expect("overflow series");
         assert_eq!(overflow.value, ReportValue::Scalar { value: 5.0 });
     }
 }

@@ -1,0 +1,242 @@
+//! The spool: reports waiting for the endpoint, one file each, in the state
+//! directory.
+//!
+//! Every report is spooled before it is sent, so nothing is lost if the
+//! process dies mid-request. Files are written to a temporary name and
+//! renamed, so a crash never leaves half a report under a real name. Names
+//! sort by creation (`<millis>-<seq>-<report_id>.json`), the oldest are
+//! dropped first when a quota is exceeded, and every drop is counted. A file
+//! that does not decode as a report is moved to `bad/` with a warning, never
+//! trusted and never fatal.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sonde_core::Report;
+
+use crate::error::Error;
+
+/// Most files kept in `bad/`; older ones are deleted.
+const MAX_BAD_FILES: usize = 32;
+
+pub(crate) struct Spool {
+    dir: PathBuf,
+    max_files: usize,
+    max_bytes: u64,
+    /// File name → size, oldest first.
+    files: BTreeMap<String, u64>,
+    bytes: u64,
+    seq: u64,
+}
+
+/// Reports read back for one request, with the files they came from.
+pub(crate) struct Batch {
+    pub(crate) names: Vec<String>,
+    /// `{"reports":[...]}` built from the spooled bytes as they are.
+    pub(crate) body: Vec<u8>,
+    pub(crate) count: usize,
+}
+
+impl Spool {
+    /// Opens the spool in `dir`, removing leftovers of interrupted writes.
+    pub(crate) fn open(dir: &Path, max_files: u32, max_bytes: u64) -> Result<Spool, Error> {
+        let err = |source| Error::State { path: dir.to_path_buf(), source };
+        fs::create_dir_all(dir).map_err(err)?;
+        let mut files = BTreeMap::new();
+        let mut bytes = 0;
+        for entry in fs::read_dir(dir).map_err(err)? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            if name.ends_with(".json") {
+                bytes += meta.len();
+                files.insert(name, meta.len());
+            } else if name.contains(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            max_files: max_files as usize,
+            max_bytes,
+            files,
+            bytes,
+            seq: 0,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Spools `report`; returns how many old reports the quota dropped.
+    pub(crate) fn push(&mut self, report: &Report) -> Result<u64, Error> {
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        self.seq += 1;
+        let name = format!("{millis:016}-{:08}-{}.json", self.seq % 100_000_000, report.report_id);
+        let bytes = report.to_json();
+        crate::state::write_private(&self.dir.join(&name), &bytes)?;
+        self.bytes += bytes.len() as u64;
+        self.files.insert(name, bytes.len() as u64);
+        Ok(self.enforce_quota())
+    }
+
+    fn enforce_quota(&mut self) -> u64 {
+        let mut dropped = 0;
+        while self.files.len() > self.max_files
+            || (self.bytes > self.max_bytes && self.files.len() > 1)
+        {
+            let Some((name, size)) = self.files.pop_first() else { break };
+            let _ = fs::remove_file(self.dir.join(&name));
+            self.bytes -= size;
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// The oldest reports whose JSON adds up to at most `max_bytes` (at least
+    /// one), wrapped as a batch. Corrupt files are set aside on the way.
+    pub(crate) fn batch(&mut self, max_bytes: u64) -> Option<Batch> {
+        let mut body = b"{\"reports\":[".to_vec();
+        let mut names = Vec::new();
+        let candidates: Vec<(String, u64)> =
+            self.files.iter().map(|(n, s)| (n.clone(), *s)).collect();
+        let mut used = 0;
+        for (name, size) in candidates {
+            if !names.is_empty() && used + size > max_bytes {
+                break;
+            }
+            let path = self.dir.join(&name);
+            let valid =
+                fs::read(&path).ok().filter(|b| serde_json::from_slice::<Report>(b).is_ok());
+            let Some(bytes) = valid else {
+                self.set_aside(&name);
+                continue;
+            };
+            if !names.is_empty() {
+                body.push(b',');
+            }
+            body.extend_from_slice(&bytes);
+            used += size;
+            names.push(name);
+        }
+        body.extend_from_slice(b"]}");
+        let count = names.len();
+        (count > 0).then_some(Batch { names, body, count })
+    }
+
+    /// Removes delivered (or rejected) reports.
+    pub(crate) fn remove(&mut self, names: &[String]) {
+        for name in names {
+            if let Some(size) = self.files.remove(name) {
+                self.bytes -= size;
+                let _ = fs::remove_file(self.dir.join(name));
+            }
+        }
+    }
+
+    fn set_aside(&mut self, name: &str) {
+        tracing::warn!(file = %self.dir.join(name).display(), "spooled report is corrupt; moved to bad/");
+        let bad = self.dir.join("bad");
+        let _ = fs::create_dir_all(&bad);
+        let _ = fs::rename(self.dir.join(name), bad.join(name));
+        if let Some(size) = self.files.remove(name) {
+            self.bytes -= size;
+        }
+        if let Ok(entries) = fs::read_dir(&bad) {
+            let mut names: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            names.sort();
+            let excess = names.len().saturating_sub(MAX_BAD_FILES);
+            for old in &names[..excess] {
+                let _ = fs::remove_file(old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonde_core::{BufferStats, HostFacts, REPORT_SCHEMA_VERSION};
+    use uuid::Uuid;
+
+    fn report() -> Report {
+        Report {
+            schema: REPORT_SCHEMA_VERSION,
+            report_id: Uuid::new_v4(),
+            instance_id: Uuid::nil(),
+            timestamp: "2026-11-22T00:00:00Z".into(),
+            host: HostFacts {
+                sonde_version: "0".into(),
+                os: "linux".into(),
+                arch: "x".into(),
+                cpus: 1,
+            },
+            buffer: BufferStats {
+                capacity: 1,
+                recorded: 0,
+                processed: 0,
+                dropped: 0,
+                truncated: 0,
+                invalid_fields: 0,
+            },
+            plugins: vec![],
+            delivery: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_oldest_reports_go_first_when_over_quota_and_are_counted() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut spool = Spool::open(dir.path(), 3, 1 << 20).expect("open");
+        let reports: Vec<Report> = (0..5).map(|_| report()).collect();
+        let dropped: u64 = reports.iter().map(|r| spool.push(r).expect("push")).sum();
+        assert_eq!((dropped, spool.len()), (2, 3));
+        let batch = spool.batch(1 << 20).expect("batch");
+        let back: sonde_core::ReportBatch = serde_json::from_slice(&batch.body).expect("decodes");
+        let ids: Vec<Uuid> = back.reports.iter().map(|r| r.report_id).collect();
+        assert_eq!(ids, reports[2..].iter().map(|r| r.report_id).collect::<Vec<_>>());
+        spool.remove(&batch.names);
+        assert_eq!((spool.len(), spool.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn batches_respect_the_byte_limit_but_always_carry_one_report() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut spool = Spool::open(dir.path(), 100, 1 << 20).expect("open");
+        for _ in 0..4 {
+            spool.push(&report()).expect("push");
+        }
+        let one = report().to_json().len() as u64;
+        assert_eq!(spool.batch(one * 2 + 1).expect("batch").count, 2);
+        assert_eq!(spool.batch(1).expect("batch").count, 1);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_set_aside_and_the_rest_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut spool = Spool::open(dir.path(), 100, 1 << 20).expect("open");
+        spool.push(&report()).expect("push");
+        std::fs::write(dir.path().join("0000000000000000-00000000-x.json"), b"{not json")
+            .expect("write");
+        std::fs::write(dir.path().join("leftover.json.tmp123"), b"half").expect("write");
+        spool.push(&report()).expect("push");
+        let mut reopened = Spool::open(dir.path(), 100, 1 << 20).expect("reopen");
+        assert_eq!(reopened.len(), 3);
+        assert!(!dir.path().join("leftover.json.tmp123").exists());
+        let batch = reopened.batch(1 << 20).expect("batch");
+        assert_eq!(batch.count, 2);
+        assert_eq!(reopened.len(), 2);
+        assert!(dir.path().join("bad/0000000000000000-00000000-x.json").exists());
+    }
+}

@@ -1,0 +1,132 @@
+//! Getting bytes to the endpoint. The decisions (when, how often, what an
+//! answer means) are in `policy.rs`; this is only the HTTP request.
+
+use std::future::Future;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use sonde_core::{DeliverySettings, MAX_RESPONSE_BYTES, redact};
+
+/// An endpoint's answer, its body capped at [`MAX_RESPONSE_BYTES`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
+    /// The body was longer than the cap (and was not read further).
+    pub(crate) body_cut: bool,
+}
+
+/// Sends one gzip-compressed body; an `Err` is a network-level failure.
+pub(crate) trait Transport: Send + Sync + 'static {
+    fn post(&self, gzip_body: Vec<u8>) -> impl Future<Output = Result<Answer, String>> + Send;
+}
+
+/// Compresses a request body.
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default()
+}
+
+/// The real transport: reqwest over rustls, no redirects, no system proxy,
+/// bounded in time and in what it reads.
+pub(crate) struct Http {
+    client: reqwest::Client,
+    endpoint: url::Url,
+}
+
+impl Http {
+    pub(crate) fn new(settings: &DeliverySettings, endpoint: url::Url) -> Result<Http, String> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("sonde/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .no_proxy();
+        if let Some(proxy) = &settings.proxy {
+            let proxy = reqwest::Proxy::all(proxy.as_str())
+                .map_err(|_| format!("invalid proxy {}", redact(proxy)))?;
+            builder = builder.proxy(proxy);
+        }
+        let client = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Http { client, endpoint })
+    }
+}
+
+impl Transport for Http {
+    async fn post(&self, gzip_body: Vec<u8>) -> Result<Answer, String> {
+        let mut response = self
+            .client
+            .post(self.endpoint.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_ENCODING, "gzip")
+            .body(gzip_body)
+            .send()
+            .await
+            // reqwest's errors name the URL; ours never carries credentials.
+            .map_err(|e| e.without_url().to_string())?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut body = Vec::new();
+        let mut body_cut = false;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        body_cut = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("reading the response: {}", e.without_url())),
+            }
+        }
+        Ok(Answer { status, retry_after, body, body_cut })
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).expect("a date");
+        assert!(d > Duration::from_secs(3500) && d <= Duration::from_secs(3600), "{d:?}");
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let body = b"{\"reports\":[]}".repeat(100);
+        let z = gzip(&body);
+        assert!(z.len() < body.len());
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(z.as_slice()), &mut back)
+            .expect("gunzip");
+        assert_eq!(back, body);
+    }
+}
