@@ -37,6 +37,19 @@ enum Command {
     },
     /// List every plugin: allowed, denied or refused and why, with its metrics.
     List(Common),
+    /// Show mode, endpoint, last and next send, spool, switched-off plugins
+    /// and whether telemetry was stopped. Reads the state directory only.
+    Status(Common),
+    /// Build one report now (from `--events` if given) and send it with
+    /// whatever is spooled; print the endpoint's answer and the directives
+    /// applied. Needs `mode = "on"`; rate limits still apply.
+    Send {
+        #[command(flatten)]
+        common: Common,
+        /// Events to record first, one JSON object a line.
+        #[arg(short, long, value_name = "FILE.jsonl")]
+        events: Option<PathBuf>,
+    },
     /// Run the allowed plugins over events and print the report they produce.
     Preview {
         #[command(flatten)]
@@ -88,6 +101,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pin { manifest, plugins } => pin::pin(&manifest, &plugins),
         Command::List(c) => list(&c),
         Command::Preview { common, events } => preview(&common, &events),
+        Command::Status(c) => status(&c),
+        Command::Send { common, events } => send(&common, events.as_deref()),
     }
 }
 
@@ -97,10 +112,7 @@ fn load(path: &Path) -> Result<Manifest> {
 
 /// A runtime for inspecting plugins: local mode, writing nothing.
 fn inspect(manifest: Manifest) -> Result<Vec<sonde::PluginOverview>> {
-    let telemetry = Telemetry::builder(manifest)
-        .mode(Mode::Local)
-        .ephemeral(true)
-        .start()?;
+    let telemetry = Telemetry::builder(manifest).mode(Mode::Local).ephemeral(true).start()?;
     Ok(telemetry.plugins()?)
 }
 
@@ -127,29 +139,19 @@ fn check(c: &Common) -> Result<ExitCode> {
                 println!(
                     "{mark} {}{}",
                     p.name,
-                    p.reason
-                        .as_deref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
+                    p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
                 );
             }
             println!(
                 "{}: {} plugin(s), {} running, {} problem(s)",
                 c.manifest.display(),
                 plugins.len(),
-                plugins
-                    .iter()
-                    .filter(|p| p.state == PluginState::Running)
-                    .count(),
+                plugins.iter().filter(|p| p.state == PluginState::Running).count(),
                 bad
             );
         }
     }
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn list(c: &Common) -> Result<ExitCode> {
@@ -161,29 +163,70 @@ fn list(c: &Common) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn preview(c: &Common, events: &Path) -> Result<ExitCode> {
+fn status(c: &Common) -> Result<ExitCode> {
     let manifest = load(&c.manifest)?;
-    let records = sonde_core::read_events_file(events)?;
-    let events =
-        sonde::events_from_records(&records).with_context(|| events.display().to_string())?;
-    let capacity = manifest.telemetry.buffer_capacity;
-    let mut builder = Telemetry::builder(manifest.clone());
-    let (mode, why) = effective_mode(&manifest);
-    if mode == Mode::Off {
-        eprintln!(
-            "note: telemetry is off ({}); showing what local mode would report, writing nothing",
-            why.unwrap_or("mode = \"off\" in the manifest")
-        );
-        builder = builder.mode(Mode::Local).ephemeral(true);
+    let status = sonde::status(&manifest);
+    match c.format {
+        Format::Json => output::print_json(&status),
+        Format::Text => output::print_status(&status),
     }
-    let telemetry = builder.start()?;
-    // Record in chunks that fit the ring, so a preview never drops events.
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records the events of `path` into `telemetry` without dropping any.
+fn record_file(telemetry: &Telemetry, path: &Path, capacity: usize) -> Result<()> {
+    let records = sonde_core::read_events_file(path)?;
+    let events =
+        sonde::events_from_records(&records).with_context(|| path.display().to_string())?;
+    // Record in chunks that fit the ring, so no event is dropped.
     for chunk in events.chunks((capacity / 2).max(1)) {
         for e in chunk {
             telemetry.record(*e);
         }
         telemetry.flush()?;
     }
+    Ok(())
+}
+
+fn send(c: &Common, events: Option<&Path>) -> Result<ExitCode> {
+    let manifest = load(&c.manifest)?;
+    let (mode, why) = effective_mode(&manifest);
+    if mode != Mode::On {
+        let why = why.map_or_else(|| format!("mode = \"{mode}\" in the manifest"), str::to_string);
+        anyhow::bail!("{}: nothing is sent: {why}", c.manifest.display());
+    }
+    let capacity = manifest.telemetry.buffer_capacity;
+    let telemetry = Telemetry::builder(manifest).start()?;
+    if telemetry.mode() != Mode::On {
+        anyhow::bail!("telemetry is stopped for good; see `sonde status`");
+    }
+    if let Some(path) = events {
+        record_file(&telemetry, path, capacity)?;
+    }
+    let outcome = telemetry.send_now()?;
+    let ok = outcome.status.is_some_and(|s| (200..300).contains(&s));
+    match c.format {
+        Format::Json => output::print_json(&outcome),
+        Format::Text => output::print_send(&outcome),
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn preview(c: &Common, events: &Path) -> Result<ExitCode> {
+    let manifest = load(&c.manifest)?;
+    let capacity = manifest.telemetry.buffer_capacity;
+    // Local, whatever the manifest says: a preview never sends.
+    let mut builder = Telemetry::builder(manifest.clone()).mode(Mode::Local);
+    let (mode, why) = effective_mode(&manifest);
+    if mode == Mode::Off {
+        eprintln!(
+            "note: telemetry is off ({}); showing what local mode would report, writing nothing",
+            why.unwrap_or("mode = \"off\" in the manifest")
+        );
+        builder = builder.ephemeral(true);
+    }
+    let telemetry = builder.start()?;
+    record_file(&telemetry, events, capacity)?;
     let report = telemetry.report()?;
     match c.format {
         Format::Json => {

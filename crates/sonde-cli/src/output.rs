@@ -1,14 +1,11 @@
 //! Human-readable output.
 
 use serde::Serialize;
-use sonde::{MetricValue, PluginOverview, PluginState, Report};
+use sonde::{MetricValue, PluginOverview, PluginState, Report, SendOutcome, Status};
 
 pub(crate) fn print_json<T: Serialize>(value: &T) {
     // Our own types serialize infallibly.
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
@@ -16,11 +13,7 @@ pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
         println!("no plugins in the manifest");
     }
     for p in plugins {
-        let version = if p.version.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", p.version)
-        };
+        let version = if p.version.is_empty() { String::new() } else { format!(" {}", p.version) };
         println!("{}{} [{}]", p.name, version, p.state.as_str());
         if let Some(reason) = &p.reason {
             println!("  reason: {reason}");
@@ -39,13 +32,7 @@ pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
             } else {
                 format!(" by {}", m.label_keys.join(", "))
             };
-            println!(
-                "  - {} ({}, {}){labels}: {}",
-                m.name,
-                m.kind.as_str(),
-                m.unit,
-                m.description
-            );
+            println!("  - {} ({}, {}){labels}: {}", m.name, m.kind.as_str(), m.unit, m.description);
         }
     }
 }
@@ -62,11 +49,7 @@ pub(crate) fn print_report(r: &Report) {
         b.capacity, b.recorded, b.processed, b.dropped, b.truncated, b.invalid_fields
     );
     for p in &r.plugins {
-        let version = if p.version.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", p.version)
-        };
+        let version = if p.version.is_empty() { String::new() } else { format!(" {}", p.version) };
         println!();
         println!("{}{} [{}]", p.name, version, p.state.as_str());
         if let Some(reason) = &p.reason {
@@ -91,12 +74,7 @@ pub(crate) fn print_report(r: &Report) {
             let series = format!("{}{{{}}}", m.name, labels.join(","));
             match &m.value {
                 MetricValue::Scalar { value } => println!("  {series} {value}"),
-                MetricValue::Histogram {
-                    count,
-                    sum,
-                    bounds,
-                    buckets,
-                } => {
+                MetricValue::Histogram { count, sum, bounds, buckets } => {
                     let cells: Vec<String> = buckets
                         .iter()
                         .enumerate()
@@ -111,4 +89,54 @@ pub(crate) fn print_report(r: &Report) {
             }
         }
     }
+}
+
+pub(crate) fn print_status(s: &Status) {
+    let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_string());
+    match &s.off_because {
+        Some(why) => println!("mode:        off ({why})"),
+        None => println!("mode:        {}", s.mode),
+    }
+    println!("endpoint:    {}", or(&s.endpoint, "(none)"));
+    println!("state dir:   {}", s.state_dir.display());
+    println!("instance:    {}", or(&s.instance_id, "(not created yet)"));
+    if let Some(reason) = &s.stopped {
+        println!(
+            "STOPPED:     {reason}\n             (remove {} to let telemetry run again)",
+            s.state_dir.join(sonde::STOPPED_FILE).display()
+        );
+    }
+    let u = &s.upload;
+    println!("last report: {}", or(&u.last_report, "never"));
+    println!("last send:   {}", or(&u.last_success, "never"));
+    println!("next report: {}", or(&u.next_report, "(not scheduled)"));
+    if let Some(since) = &u.failing_since {
+        println!("failing:     since {since}: {}", or(&u.last_error, "?"));
+    }
+    println!("spool:       {} report(s), {} bytes", u.spooled, u.spool_bytes);
+    if s.switched_off.is_empty() {
+        println!("switched off: nothing");
+    }
+    for o in &s.switched_off {
+        let what = match &o.metric {
+            Some(m) => format!("metric {m} of {}", o.plugin),
+            None => format!("plugin {}", o.plugin),
+        };
+        println!("switched off: {what} until {} by {:?}: {}", o.until, o.source, o.reason);
+    }
+}
+
+pub(crate) fn print_send(o: &SendOutcome) {
+    match (o.status, &o.error) {
+        (Some(status), _) => println!("sent {} report(s): endpoint answered {status}", o.reports),
+        (None, Some(e)) => println!("not sent: {e}"),
+        (None, None) => println!("not sent"),
+    }
+    if !o.body.is_empty() {
+        println!("answer: {}", o.body);
+    }
+    for a in &o.applied {
+        println!("applied: {a}");
+    }
+    println!("spooled: {} report(s) left", o.spooled);
 }

@@ -11,23 +11,15 @@ use sonde::Manifest;
 pub(crate) fn pin(manifest: &Path, only: &[String]) -> Result<ExitCode> {
     let text = std::fs::read_to_string(manifest)
         .with_context(|| format!("cannot read {}", manifest.display()))?;
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().with_context(|| format!("{} is not valid TOML", manifest.display()))?;
     let base = Manifest::base_dir(manifest);
-    let Some(plugins) = doc
-        .get_mut("plugin")
-        .and_then(|p| p.as_array_of_tables_mut())
-    else {
+    let Some(plugins) = doc.get_mut("plugin").and_then(|p| p.as_array_of_tables_mut()) else {
         bail!("{}: no [[plugin]] entries to pin", manifest.display());
     };
     let mut changed = 0;
     for (i, table) in plugins.iter_mut().enumerate() {
-        let name = table
-            .get("name")
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_string();
+        let name = table.get("name").and_then(|v| v.as_str()).unwrap_or("?").to_string();
         if !only.is_empty() && !only.contains(&name) {
             continue;
         }
@@ -43,10 +35,7 @@ pub(crate) fn pin(manifest: &Path, only: &[String]) -> Result<ExitCode> {
             )
         })?;
         let sha = hex::encode(Sha256::digest(&bytes));
-        let old = table
-            .get("sha256")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        let old = table.get("sha256").and_then(|v| v.as_str()).map(str::to_string);
         if old.as_deref() == Some(sha.as_str()) {
             println!("{name}: already pinned");
             continue;

@@ -22,9 +22,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn manifest(dir: &Path, entries: &[Entry]) -> String {
-    write_manifest(dir, "mode = \"local\"\nstate_dir = \"state\"", entries)
-        .display()
-        .to_string()
+    write_manifest(dir, "mode = \"local\"\nstate_dir = \"state\"", entries).display().to_string()
 }
 
 #[test]
@@ -32,33 +30,20 @@ fn preview_json_prints_exactly_the_report_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(dir.path(), &example_entries());
     let events = examples_dir().join("events.jsonl");
-    let out = sonde(&[
-        "preview",
-        "-m",
-        &m,
-        "--events",
-        events.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let out =
+        sonde(&["preview", "-m", &m, "--events", events.to_str().unwrap(), "--format", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Report = serde_json::from_slice(&out.stdout).unwrap();
     // Re-serializing the decoded report gives the same bytes: nothing was
     // added around the report, and the report is its own canonical form.
     assert_eq!(report.to_json(), out.stdout);
-    let lines = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count();
+    let lines =
+        std::fs::read_to_string(&events).unwrap().lines().filter(|l| !l.trim().is_empty()).count();
     assert_eq!(report.buffer.recorded, lines as u64);
     assert_eq!(report.buffer.dropped, 0);
     assert_eq!(report.plugins.len(), 3);
     assert!(
-        report
-            .plugins
-            .iter()
-            .all(|p| p.state == PluginState::Running && !p.metrics.is_empty())
+        report.plugins.iter().all(|p| p.state == PluginState::Running && !p.metrics.is_empty())
     );
     let id = std::fs::read_to_string(dir.path().join("state/instance_id")).unwrap();
     assert_eq!(
@@ -88,25 +73,11 @@ fn preview_text_shows_each_plugin_and_its_series() {
 #[test]
 fn preview_of_an_off_manifest_says_so_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let m = write_manifest(
-        dir.path(),
-        "mode = \"off\"\nstate_dir = \"state\"",
-        &example_entries(),
-    );
+    let m = write_manifest(dir.path(), "mode = \"off\"\nstate_dir = \"state\"", &example_entries());
     let events = examples_dir().join("events.jsonl");
-    let out = sonde(&[
-        "preview",
-        "-m",
-        m.to_str().unwrap(),
-        "--events",
-        events.to_str().unwrap(),
-    ]);
+    let out = sonde(&["preview", "-m", m.to_str().unwrap(), "--events", events.to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(
-        text(&out.stderr).contains("telemetry is off"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("telemetry is off"), "{}", text(&out.stderr));
     assert!(!dir.path().join("state").exists());
 }
 
@@ -115,13 +86,7 @@ fn check_exits_1_naming_a_refused_plugin_and_0_when_all_is_well() {
     let dir = tempfile::tempdir().unwrap();
     let good = manifest(dir.path(), &example_entries());
     let out = sonde(&["check", "-m", &good]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     let mut entries = example_entries();
     entries[2].sha256 = Some("0".repeat(64));
     let bad = manifest(dir.path(), &entries);
@@ -130,31 +95,19 @@ fn check_exits_1_naming_a_refused_plugin_and_0_when_all_is_well() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["plugins"][2]["state"], "refused");
-    assert!(
-        v["plugins"][2]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("key `plugin[2].sha256`")
-    );
+    assert!(v["plugins"][2]["reason"].as_str().unwrap().contains("key `plugin[2].sha256`"));
 }
 
 #[test]
 fn an_invalid_manifest_exits_2_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sonde.toml");
-    std::fs::write(
-        &path,
-        "[telemetry]\nmode = \"local\"\nbufer_capacity = 10\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "[telemetry]\nmode = \"local\"\nbufer_capacity = 10\n").unwrap();
     let out = sonde(&["list", "-m", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!(
-            "{}:3: key `telemetry.bufer_capacity`",
-            path.display()
-        )),
+        err.contains(&format!("{}:3: key `telemetry.bufer_capacity`", path.display())),
         "{err}"
     );
     assert!(err.contains("unknown field"), "{err}");
