@@ -14,14 +14,9 @@ use sonde_tests::{example_entries, examples_dir, write_manifest};
 /// in `chunks` separate flushes, so batch boundaries move.
 fn report_for_examples(chunk: usize) -> Report {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_manifest(
-        dir.path(),
-        "mode = \"local\"\nstate_dir = \"s\"",
-        &example_entries(),
-    );
-    let t = Telemetry::builder(Manifest::load(&path).unwrap())
-        .start()
-        .unwrap();
+    let path =
+        write_manifest(dir.path(), "mode = \"local\"\nstate_dir = \"s\"", &example_entries());
+    let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
     let records = read_events_file(&examples_dir().join("events.jsonl")).unwrap();
     let events = sonde::events_from_records(&records).unwrap();
     for c in events.chunks(chunk) {
@@ -68,14 +63,8 @@ fn expected(rows: &[(&str, f64)]) -> BTreeMap<String, f64> {
 fn the_example_events_produce_exact_numbers_whatever_the_batching() {
     for chunk in [40, 7, 1] {
         let r = report_for_examples(chunk);
-        assert_eq!(
-            (r.buffer.recorded, r.buffer.processed, r.buffer.dropped),
-            (40, 40, 0)
-        );
-        assert_eq!(
-            r.buffer.truncated, 0,
-            "the example user agents fit an event"
-        );
+        assert_eq!((r.buffer.recorded, r.buffer.processed, r.buffer.dropped), (40, 40, 0));
+        assert_eq!(r.buffer.truncated, 0, "the example user agents fit an event");
 
         let status = plugin(&r, "http-status");
         assert!(status.metrics.iter().all(|m| m.name == "http.requests"));
@@ -122,30 +111,10 @@ fn the_example_events_produce_exact_numbers_whatever_the_batching() {
             250000.0, 500000.0, 1000000.0,
         ];
         let want: [(&str, u64, f64, [u64; 14]); 4] = [
-            (
-                "/health",
-                6,
-                5465.0,
-                [2, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
-            ),
-            (
-                "/orders",
-                11,
-                1739980.0,
-                [0, 1, 0, 0, 0, 1, 3, 1, 1, 2, 1, 0, 0, 1],
-            ),
-            (
-                "/users/{id}",
-                14,
-                60950.0,
-                [0, 0, 2, 2, 5, 2, 2, 0, 1, 0, 0, 0, 0, 0],
-            ),
-            (
-                "other",
-                9,
-                326280.0,
-                [0, 2, 0, 2, 0, 0, 1, 1, 0, 2, 1, 0, 0, 0],
-            ),
+            ("/health", 6, 5465.0, [2, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+            ("/orders", 11, 1739980.0, [0, 1, 0, 0, 0, 1, 3, 1, 1, 2, 1, 0, 0, 1]),
+            ("/users/{id}", 14, 60950.0, [0, 0, 2, 2, 5, 2, 2, 0, 1, 0, 0, 0, 0, 0]),
+            ("other", 9, 326280.0, [0, 2, 0, 2, 0, 0, 1, 1, 0, 2, 1, 0, 0, 0]),
         ];
         assert_eq!(routes.metrics.len(), want.len());
         for (m, (route, count, sum, buckets)) in routes.metrics.iter().zip(want) {
@@ -177,27 +146,16 @@ fn no_raw_path_or_user_agent_leaves_the_host() {
 #[test]
 fn reports_are_cumulative_across_collections() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_manifest(
-        dir.path(),
-        "mode = \"local\"\nstate_dir = \"s\"",
-        &example_entries()[..1],
-    );
-    let t = Telemetry::builder(Manifest::load(&path).unwrap())
-        .start()
-        .unwrap();
+    let path =
+        write_manifest(dir.path(), "mode = \"local\"\nstate_dir = \"s\"", &example_entries()[..1]);
+    let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
     static HTTP: sonde::EventKind = sonde::EventKind::new("http.request", &["method", "status"]);
     t.record(HTTP.event().str("method", "GET").int("status", 200));
     let first = t.report().unwrap();
     t.record(HTTP.event().str("method", "GET").int("status", 200));
     let second = t.report().unwrap();
-    assert_eq!(
-        counters(&first.plugins[0])["method=GET,status_class=2xx"],
-        1.0
-    );
-    assert_eq!(
-        counters(&second.plugins[0])["method=GET,status_class=2xx"],
-        2.0
-    );
+    assert_eq!(counters(&first.plugins[0])["method=GET,status_class=2xx"], 1.0);
+    assert_eq!(counters(&second.plugins[0])["method=GET,status_class=2xx"], 2.0);
     assert_ne!(first.report_id, second.report_id);
     assert_eq!(first.instance_id, second.instance_id);
 }

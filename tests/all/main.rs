@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod collectors;
+mod delivery;
 mod loading;
 mod modes;
 mod ring;

@@ -17,20 +17,14 @@ fn record_from_several_threads_with_a_full_buffer_counts_every_drop() {
         "mode = \"local\"\nbuffer_capacity = 16\nstate_dir = \"s\"",
         &entries,
     );
-    let t = Telemetry::builder(Manifest::load(&path).unwrap())
-        .start()
-        .unwrap();
+    let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
     t.plugins().unwrap(); // loaded
     std::thread::scope(|s| {
         for _ in 0..THREADS {
             let t = t.clone();
             s.spawn(move || {
                 for i in 0..PER_THREAD {
-                    t.record(
-                        HTTP.event()
-                            .str("method", "GET")
-                            .int("status", 200 + (i % 2) as i64),
-                    );
+                    t.record(HTTP.event().str("method", "GET").int("status", 200 + (i % 2) as i64));
                 }
             });
         }
@@ -40,10 +34,7 @@ fn record_from_several_threads_with_a_full_buffer_counts_every_drop() {
     assert_eq!(b.capacity, 16);
     assert_eq!(b.recorded, THREADS * PER_THREAD);
     assert_eq!(b.processed + b.dropped, b.recorded, "{b:?}");
-    assert!(
-        b.dropped > 0,
-        "a 16-slot ring under 4 writers must overflow: {b:?}"
-    );
+    assert!(b.dropped > 0, "a 16-slot ring under 4 writers must overflow: {b:?}");
     let counted: f64 = report.plugins[0]
         .metrics
         .iter()
@@ -52,9 +43,6 @@ fn record_from_several_threads_with_a_full_buffer_counts_every_drop() {
             MetricValue::Histogram { .. } => panic!("counter expected"),
         })
         .sum();
-    assert_eq!(
-        counted, b.processed as f64,
-        "the plugin saw exactly the processed events"
-    );
+    assert_eq!(counted, b.processed as f64, "the plugin saw exactly the processed events");
     assert_eq!(report.plugins[0].cost.events, b.processed);
 }

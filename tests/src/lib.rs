@@ -1,15 +1,15 @@
 //! Helpers shared by sonde's integration tests: where the built plugins are,
 //! and manifests written into temporary folders with real hashes.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a failure is a test failure"
-)]
+#![allow(clippy::unwrap_used, reason = "test helpers: a failure is a test failure")]
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+mod endpoint;
+pub use endpoint::{Received, Reply, ScriptedEndpoint};
 
 /// The folder `cargo xtask plugins` builds into.
 pub fn plugins_dir() -> PathBuf {
@@ -20,11 +20,7 @@ pub fn plugins_dir() -> PathBuf {
 /// the plugins were not built.
 pub fn plugin(file: &str) -> PathBuf {
     let path = plugins_dir().join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask plugins` first",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo xtask plugins` first", path.display());
     path
 }
 
@@ -90,13 +86,10 @@ pub fn example_entries() -> Vec<Entry> {
 pub fn write_manifest(dir: &Path, telemetry: &str, entries: &[Entry]) -> PathBuf {
     let mut text = format!("[telemetry]\n{telemetry}\n");
     for e in entries {
-        let sha = e.sha256.clone().unwrap_or_else(|| {
-            if e.path.exists() {
-                sha256_file(&e.path)
-            } else {
-                "0".repeat(64)
-            }
-        });
+        let sha = e
+            .sha256
+            .clone()
+            .unwrap_or_else(|| if e.path.exists() { sha256_file(&e.path) } else { "0".repeat(64) });
         let _ = write!(
             text,
             "\n[[plugin]]\nname = {:?}\npath = {:?}\nsha256 = {:?}\nallow = {}\nevents = {:?}\n",

@@ -21,7 +21,7 @@ use crate::event::{Event, EventKind};
 use crate::overview::PluginOverview;
 use crate::plugin::{BATCH_SIZE, Loader, Plugin};
 use crate::ring::Ring;
-use crate::switches::{Off, Source, Switches, unix};
+use crate::switches::{FOREVER_UNIX, Off, Source, Switches, unix};
 
 /// How long the dispatcher sleeps when the ring is empty. Bounds the delay
 /// before a partial batch reaches the plugins; `record()` never wakes it.
@@ -133,7 +133,7 @@ impl Dispatcher {
                 for p in &mut self.plugins {
                     if p.is_switchable() {
                         p.off = Some(Off {
-                            until_unix: u64::MAX,
+                            until_unix: FOREVER_UNIX,
                             reason: reason.clone(),
                             source: Source::Endpoint,
                         });
@@ -225,7 +225,7 @@ impl Dispatcher {
     /// Mirrors the switches onto the plugins.
     fn sync_switches(&mut self) {
         for p in &mut self.plugins {
-            if p.off.as_ref().is_some_and(|o| o.until_unix == u64::MAX) {
+            if p.off.as_ref().is_some_and(|o| o.until_unix == FOREVER_UNIX) {
                 continue; // stopped for good
             }
             p.off = self.switches.plugins.get(&p.spec.name).filter(|_| p.is_switchable()).cloned();

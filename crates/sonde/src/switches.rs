@@ -17,6 +17,10 @@ pub(crate) const SWITCHES_FILE: &str = "switches.json";
 /// Largest switches file read back.
 const MAX_SWITCHES_FILE: u64 = 1024 * 1024;
 
+/// "Until" of something switched off for good: the last second of 9999, the
+/// latest instant RFC 3339 can write.
+pub(crate) const FOREVER_UNIX: u64 = 253_402_300_799;
+
 /// Who flipped a switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,8 +44,8 @@ pub struct Off {
 
 impl Off {
     pub(crate) fn new(for_secs: u64, reason: String, source: Source) -> Off {
-        let until = SystemTime::now() + Duration::from_secs(for_secs);
-        Off { until_unix: unix(until), reason, source }
+        let until = unix(SystemTime::now()).saturating_add(for_secs).min(FOREVER_UNIX);
+        Off { until_unix: until, reason, source }
     }
 
     pub(crate) fn active(&self, now_unix: u64) -> bool {
