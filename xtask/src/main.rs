@@ -56,7 +56,9 @@ fn run(args: &[String]) -> Result<()> {
         "plugins" => {
             no_args(command, rest)?;
             let root = repo_root()?;
-            print_built(&root, &build_plugins(&root)?);
+            let built = build_plugins(&root)?;
+            print_built(&root, &built);
+            check_example_pins(&root, &built);
             Ok(())
         }
         "test" => {
@@ -82,16 +84,9 @@ fn run(args: &[String]) -> Result<()> {
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     eprintln!("+ cargo {}", args.join(" "));
-    let status = Command::new(cargo)
-        .args(args)
-        .current_dir(root)
-        .status()
-        .context("running cargo")?;
-    ensure!(
-        status.success(),
-        "`cargo {}` failed ({status})",
-        args.join(" ")
-    );
+    let status =
+        Command::new(cargo).args(args).current_dir(root).status().context("running cargo")?;
+    ensure!(status.success(), "`cargo {}` failed ({status})", args.join(" "));
     Ok(())
 }
 
@@ -107,21 +102,26 @@ fn print_built(root: &Path, built: &[BuiltPlugin]) {
     }
 }
 
+/// Warns when `examples/sonde.toml` pins other bytes than were just built
+/// (after a change to a plugin or the SDK, or on another toolchain).
+fn check_example_pins(root: &Path, built: &[BuiltPlugin]) {
+    let Ok(text) = std::fs::read_to_string(root.join("examples/sonde.toml")) else { return };
+    let stale: Vec<&str> =
+        built.iter().filter(|p| !text.contains(&p.sha256)).map(|p| p.name.as_str()).collect();
+    if !stale.is_empty() {
+        eprintln!(
+            "note: examples/sonde.toml pins other bytes for {}; if the change is intended, run \
+             `target/debug/sonde pin -m examples/sonde.toml`",
+            stale.join(", ")
+        );
+    }
+}
+
 /// `cargo xtask test`: the README's test command.
 fn run_tests(root: &Path) -> Result<()> {
     let start = std::time::Instant::now();
     print_built(root, &build_plugins(root)?);
-    cargo(
-        root,
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
+    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     let plugins = root.join("plugins/Cargo.toml");
     let plugins = plugins.to_str().context("non-UTF-8 repository path")?;
     let target = root.join("target");
@@ -143,10 +143,7 @@ fn run_tests(root: &Path) -> Result<()> {
         ],
     )?;
     cargo(root, &["test", "--workspace"])?;
-    cargo(
-        root,
-        &["test", "--manifest-path", plugins, "--target-dir", target],
-    )?;
+    cargo(root, &["test", "--manifest-path", plugins, "--target-dir", target])?;
     println!("xtask test: all green in {:.0?}", start.elapsed());
     Ok(())
 }
@@ -173,26 +170,13 @@ fn demo(root: &Path) -> Result<()> {
     let events = events.to_str().context("non-UTF-8 repository path")?;
     let step = |title: &str, args: &[&str]| -> Result<()> {
         println!("\n== {title}: sonde {}", args.join(" "));
-        let status = Command::new(&sonde)
-            .args(args)
-            .status()
-            .context("running sonde")?;
-        ensure!(
-            status.success(),
-            "`sonde {}` failed ({status})",
-            args.join(" ")
-        );
+        let status = Command::new(&sonde).args(args).status().context("running sonde")?;
+        ensure!(status.success(), "`sonde {}` failed ({status})", args.join(" "));
         Ok(())
     };
-    step(
-        "pin the plugins the operator reviewed",
-        &["pin", "-m", manifest],
-    )?;
+    step("pin the plugins the operator reviewed", &["pin", "-m", manifest])?;
     step("check manifest and plugins", &["check", "-m", manifest])?;
-    step(
-        "what each plugin is and declares",
-        &["list", "-m", manifest],
-    )?;
+    step("what each plugin is and declares", &["list", "-m", manifest])?;
     step(
         "what would leave this host for the example events",
         &["preview", "-m", manifest, "--events", events],
@@ -200,29 +184,20 @@ fn demo(root: &Path) -> Result<()> {
     println!(
         "\ndemo done: 3 sandboxed collectors ran over {} events; nothing was sent (mode = \"local\").\n\
          try: target/debug/sonde preview -m {manifest} --events {events} --format json",
-        std::fs::read_to_string(events)?
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count()
+        std::fs::read_to_string(events)?.lines().filter(|l| !l.trim().is_empty()).count()
     );
     Ok(())
 }
 
 fn no_args(command: &str, rest: &[String]) -> Result<()> {
-    ensure!(
-        rest.is_empty(),
-        "`{command}` takes no arguments, got {rest:?}"
-    );
+    ensure!(rest.is_empty(), "`{command}` takes no arguments, got {rest:?}");
     Ok(())
 }
 
 /// The repository root: the parent of this crate's directory.
 fn repo_root() -> Result<PathBuf> {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
+    manifest_dir.parent().map(Path::to_path_buf).context("xtask has no parent directory")
 }
 
 /// A plugin crate of the `plugins/` workspace.
@@ -284,12 +259,7 @@ fn build_plugins(root: &Path) -> Result<Vec<BuiltPlugin>> {
         let path = out_dir.join(format!("{}.wasm", plugin.stem()));
         std::fs::write(&path, &component).with_context(|| format!("writing {}", path.display()))?;
         let sha256 = hex::encode(Sha256::digest(&component));
-        built.push(BuiltPlugin {
-            name: plugin.name.clone(),
-            path,
-            size: component.len(),
-            sha256,
-        });
+        built.push(BuiltPlugin { name: plugin.name.clone(), path, size: component.len(), sha256 });
     }
     Ok(built)
 }
@@ -346,10 +316,7 @@ fn package_name(manifest: &str) -> Option<String> {
 
 /// Makes sure rustup has the wasm target installed, installing it if not.
 fn ensure_wasm_target() -> Result<()> {
-    let output = match Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-    {
+    let output = match Command::new("rustup").args(["target", "list", "--installed"]).output() {
         Ok(o) => o,
         Err(e) => {
             // No rustup: the toolchain may still have the target; cargo will
@@ -425,10 +392,7 @@ fn cargo_home() -> Option<PathBuf> {
 /// Turns a core wasm module (with the `component-type` custom section that
 /// wit-bindgen embeds) into a validated component.
 fn componentize(core: &[u8]) -> Result<Vec<u8>> {
-    wit_component::ComponentEncoder::default()
-        .module(core)?
-        .validate(true)
-        .encode()
+    wit_component::ComponentEncoder::default().module(core)?.validate(true).encode()
 }
 
 /// Checks that a component imports nothing but the contract's `host` (and
@@ -440,26 +404,16 @@ fn check_component(component: &[u8]) -> Result<()> {
         bail!("not a component");
     };
     let world = &resolve.worlds[world];
-    let imports: Vec<String> = world
-        .imports
-        .keys()
-        .map(|k| resolve.name_world_key(k))
-        .collect();
-    let exports: Vec<String> = world
-        .exports
-        .keys()
-        .map(|k| resolve.name_world_key(k))
-        .collect();
+    let imports: Vec<String> = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
+    let exports: Vec<String> = world.exports.keys().map(|k| resolve.name_world_key(k)).collect();
     let wasi: Vec<&String> = imports.iter().filter(|i| i.starts_with("wasi:")).collect();
     ensure!(
         wasi.is_empty(),
         "the plugin imports WASI ({wasi:?}); plugins must be built for {WASM_TARGET} \
          and use nothing but sonde:collector/host"
     );
-    let unexpected: Vec<&String> = imports
-        .iter()
-        .filter(|i| !ALLOWED_IMPORTS.contains(&i.as_str()))
-        .collect();
+    let unexpected: Vec<&String> =
+        imports.iter().filter(|i| !ALLOWED_IMPORTS.contains(&i.as_str())).collect();
     ensure!(
         unexpected.is_empty(),
         "unexpected imports {unexpected:?}: only {ALLOWED_IMPORTS:?} are allowed"

@@ -108,19 +108,11 @@ impl<'a, T: Copy> NumColumn<'a, T> {
                 }
             }
         }
-        Self {
-            len,
-            values,
-            missing: bits,
-        }
+        Self { len, values, missing: bits }
     }
 
     fn absent(len: usize) -> Self {
-        Self {
-            len,
-            values: &[],
-            missing: Vec::new(),
-        }
+        Self { len, values: &[], missing: Vec::new() }
     }
 
     /// Number of entries: the batch length.
@@ -172,9 +164,7 @@ impl<'a> StrColumn<'a> {
         let mut start = 0usize;
         for &end in ends {
             let end = end as usize;
-            let value = bytes
-                .get(start..end)
-                .and_then(|b| std::str::from_utf8(b).ok());
+            let value = bytes.get(start..end).and_then(|b| std::str::from_utf8(b).ok());
             dict.push(value);
             start = end;
         }
@@ -182,11 +172,7 @@ impl<'a> StrColumn<'a> {
     }
 
     fn absent(len: usize) -> Self {
-        Self {
-            len,
-            dict: Vec::new(),
-            codes: &[],
-        }
+        Self { len, dict: Vec::new(), codes: &[] }
     }
 
     /// Number of entries: the batch length.
@@ -252,12 +238,7 @@ impl<'a> StrColumn<'a> {
     {
         let table = self.dict.iter().map(|v| f(*v)).collect();
         let none = f(None);
-        MapDistinct {
-            column: self,
-            table,
-            none,
-            next: 0,
-        }
+        MapDistinct { column: self, table, none, next: 0 }
     }
 }
 
@@ -280,11 +261,8 @@ impl<T: Clone> Iterator for MapDistinct<'_, '_, T> {
         }
         let i = self.next;
         self.next += 1;
-        let mapped = self
-            .column
-            .code(i)
-            .and_then(|c| self.table.get(c as usize))
-            .unwrap_or(&self.none);
+        let mapped =
+            self.column.code(i).and_then(|c| self.table.get(c as usize)).unwrap_or(&self.none);
         Some(mapped.clone())
     }
 
@@ -325,11 +303,7 @@ mod tests {
             ends.push(bytes.len() as u32);
         }
         Column {
-            data: ColumnData::Str(RawStr {
-                dict_bytes: bytes,
-                dict_ends: ends,
-                codes,
-            }),
+            data: ColumnData::Str(RawStr { dict_bytes: bytes, dict_ends: ends, codes }),
             missing: vec![],
         }
     }
@@ -340,14 +314,8 @@ mod tests {
             len: 4,
             columns: vec![
                 str_col(&[Some("GET"), Some("POST"), None, Some("GET")]),
-                Column {
-                    data: ColumnData::Int(vec![200, 0, 503, 404]),
-                    missing: vec![1],
-                },
-                Column {
-                    data: ColumnData::Float(vec![1.5, 2.5, 0.0, 4.0]),
-                    missing: vec![2],
-                },
+                Column { data: ColumnData::Int(vec![200, 0, 503, 404]), missing: vec![1] },
+                Column { data: ColumnData::Float(vec![1.5, 2.5, 0.0, 4.0]), missing: vec![2] },
             ],
         }
     }
@@ -422,11 +390,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let raw = EventBatch {
-            kind: 0,
-            len: values.len() as u32,
-            columns: vec![str_col(&values)],
-        };
+        let raw = EventBatch { kind: 0, len: values.len() as u32, columns: vec![str_col(&values)] };
         let b = Batch::new(&raw);
         let mut calls = 0;
         let col = b.str(0);

@@ -33,14 +33,7 @@ impl MetricDecl {
     /// the keys whose values every [`MetricPoint`](crate::MetricPoint) of
     /// this metric carries, in this order.
     pub fn counter(name: &str, unit: &str, description: &str, label_keys: &[&str]) -> Self {
-        Self::with_kind(
-            MetricKind::Counter,
-            name,
-            unit,
-            description,
-            label_keys,
-            &[],
-        )
+        Self::with_kind(MetricKind::Counter, name, unit, description, label_keys, &[])
     }
 
     /// A gauge: `collect` returns the current value.
@@ -57,24 +50,14 @@ impl MetricDecl {
         label_keys: &[&str],
         buckets: &[f64],
     ) -> Self {
-        Self::with_kind(
-            MetricKind::Histogram,
-            name,
-            unit,
-            description,
-            label_keys,
-            buckets,
-        )
+        Self::with_kind(MetricKind::Histogram, name, unit, description, label_keys, buckets)
     }
 }
 
 impl FieldDecl {
     /// A field named `name` read as `ty`.
     pub fn new(name: &str, ty: FieldType) -> Self {
-        Self {
-            name: name.to_owned(),
-            type_: ty,
-        }
+        Self { name: name.to_owned(), type_: ty }
     }
 }
 
@@ -84,10 +67,7 @@ impl EventDecl {
     pub fn new(kind: &str, fields: &[(&str, FieldType)]) -> Self {
         Self {
             kind: kind.to_owned(),
-            fields: fields
-                .iter()
-                .map(|(name, ty)| FieldDecl::new(name, *ty))
-                .collect(),
+            fields: fields.iter().map(|(name, ty)| FieldDecl::new(name, *ty)).collect(),
         }
     }
 }
@@ -105,10 +85,7 @@ mod tests {
         let c = MetricDecl::counter("c", "1", "d", &[]);
         assert_eq!(c.kind, MetricKind::Counter);
         assert!(c.buckets.is_empty());
-        assert_eq!(
-            MetricDecl::gauge("g", "1", "d", &[]).kind,
-            MetricKind::Gauge
-        );
+        assert_eq!(MetricDecl::gauge("g", "1", "d", &[]).kind, MetricKind::Gauge);
         let e = EventDecl::new("http.request", &[("status", FieldType::Int)]);
         assert_eq!(e.fields, [FieldDecl::new("status", FieldType::Int)]);
     }

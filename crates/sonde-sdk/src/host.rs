@@ -63,12 +63,7 @@ pub fn config_list(key: &str) -> Option<Vec<String>> {
 /// assert_eq!(sonde_sdk::parse_list(" /a, /b/{id} ,,"), ["/a", "/b/{id}"]);
 /// ```
 pub fn parse_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// Logs a formatted line at [`Level::Error`](crate::Level::Error).

@@ -29,10 +29,7 @@ struct SeriesMap<V> {
 
 impl<V> Default for SeriesMap<V> {
     fn default() -> Self {
-        Self {
-            map: BTreeMap::new(),
-            scratch: Vec::new(),
-        }
+        Self { map: BTreeMap::new(), scratch: Vec::new() }
     }
 }
 
@@ -79,11 +76,7 @@ impl<V> SeriesMap<V> {
         let map = std::mem::take(&mut self.map);
         out.reserve(map.len());
         for (_, (metric, labels, v)) in map {
-            out.push(MetricPoint {
-                metric,
-                labels,
-                value: value(v),
-            });
+            out.push(MetricPoint { metric, labels, value: value(v) });
         }
     }
 }
@@ -122,8 +115,7 @@ impl Counters {
         if !(delta.is_finite() && delta >= 0.0) {
             return;
         }
-        self.series
-            .update(metric, labels, || 0.0, |total| *total += delta);
+        self.series.update(metric, labels, || 0.0, |total| *total += delta);
     }
 
     /// Adds 1 to a series; see [`Counters::add`].
@@ -259,11 +251,7 @@ impl Histograms {
         self.series.update(
             metric,
             labels,
-            || HistogramDelta {
-                buckets: vec![0; buckets],
-                count: 0,
-                sum: 0.0,
-            },
+            || HistogramDelta { buckets: vec![0; buckets], count: 0, sum: 0.0 },
             |h| {
                 if let Some(slot) = h.buckets.get_mut(bucket) {
                     *slot += n;
@@ -314,10 +302,7 @@ mod tests {
         let mut out = Vec::new();
         c.drain(&mut out);
         assert!(c.is_empty());
-        let got: Vec<_> = out
-            .iter()
-            .map(|p| (p.metric, labels(p), p.value.clone()))
-            .collect();
+        let got: Vec<_> = out.iter().map(|p| (p.metric, labels(p), p.value.clone())).collect();
         assert_eq!(
             got,
             [

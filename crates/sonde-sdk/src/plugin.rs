@@ -141,10 +141,7 @@ mod tests {
         let batch = EventBatch {
             kind: 0,
             len: 3,
-            columns: vec![Column {
-                data: ColumnData::Int(vec![1, 2, 3]),
-                missing: vec![2],
-            }],
+            columns: vec![Column { data: ColumnData::Int(vec![1, 2, 3]), missing: vec![2] }],
         };
         thread_local! {
             static STATE: std::cell::RefCell<Option<Count>> = const { std::cell::RefCell::new(None) };
