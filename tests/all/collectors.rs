@@ -38,6 +38,8 @@ fn plugin<'a>(r: &'a Report, name: &str) -> &'a PluginReport {
         p.cost
     );
     assert_eq!(p.cost.events, 40);
+    let peak = p.cost.peak_memory_bytes;
+    assert!(peak >= 64 * 1024 && peak <= sonde::MAX_PLUGIN_MEMORY as u64, "{name}: peak {peak}");
     p
 }
 

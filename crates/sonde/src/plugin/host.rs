@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits};
 
 use crate::bindings::sonde::collector::{host, types};
 
@@ -17,8 +17,58 @@ pub(crate) const LOG_WINDOW: Duration = Duration::from_secs(60);
 /// Longest log line kept; longer ones are cut.
 pub(crate) const MAX_LOG_LINE: usize = 512;
 
+/// The plugin's resource limiter: wasmtime's [`StoreLimits`], plus the peak
+/// memory reached and the last growth it refused (for cost and failure
+/// reports).
+pub(crate) struct Limiter {
+    limits: StoreLimits,
+    pub(crate) peak_memory: usize,
+    pub(crate) refused: Option<String>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let result = self.limits.memory_growing(current, desired, maximum);
+        match &result {
+            Ok(true) => self.peak_memory = self.peak_memory.max(desired),
+            _ => self.refused = Some(format!("memory limit: wanted {desired} bytes, at {current}")),
+        }
+        result
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let result = self.limits.table_growing(current, desired, maximum);
+        if !matches!(result, Ok(true)) {
+            self.refused = Some(format!("table limit: wanted {desired} elements, at {current}"));
+        }
+        result
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 pub(crate) struct HostState {
-    pub(crate) limits: StoreLimits,
+    pub(crate) limiter: Limiter,
     pub(crate) plugin: Arc<str>,
     pub(crate) config: Arc<BTreeMap<String, String>>,
     window_start: Instant,
@@ -33,7 +83,7 @@ impl HostState {
         config: Arc<BTreeMap<String, String>>,
     ) -> HostState {
         HostState {
-            limits,
+            limiter: Limiter { limits, peak_memory: 0, refused: None },
             plugin,
             config,
             window_start: Instant::now(),

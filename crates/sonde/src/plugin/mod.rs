@@ -235,8 +235,12 @@ impl Plugin {
         let (result, busy_us) = result?;
         self.cost.calls += 1;
         self.cost.busy_us += busy_us;
-        self.cost.logs_dropped = self.logs_dropped_before
-            + self.live.as_ref().map_or(0, |l| l.store.data().logs_dropped);
+        if let Some(l) = &self.live {
+            let data = l.store.data();
+            self.cost.logs_dropped = self.logs_dropped_before + data.logs_dropped;
+            let peak = data.limiter.peak_memory as u64;
+            self.cost.peak_memory_bytes = self.cost.peak_memory_bytes.max(peak);
+        }
         match result {
             Ok(r) => {
                 self.consecutive_failures = 0;
@@ -408,7 +412,7 @@ fn instantiate(
         .trap_on_grow_failure(true)
         .build();
     let mut store = Store::new(pre.engine(), HostState::new(limits, Arc::from(name), config));
-    store.limiter(|s| &mut s.limits);
+    store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(CALL_DEADLINE_TICKS);
     let bindings = pre.instantiate(&mut store)?;
     Ok(Live { pre, store, bindings })
