@@ -161,3 +161,77 @@ fn help_lists_every_command() {
         assert!(help.contains(c), "{help}");
     }
 }
+
+fn sonde_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonde"));
+    cmd.args(args).env_remove("SONDE_TELEMETRY").env_remove("DO_NOT_TRACK");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn on_manifest(dir: &Path, url: &str) -> String {
+    let telemetry = format!(
+        "mode = \"on\"\nendpoint = \"{url}\"\nstate_dir = \"state\"\ninterval = \"1h\"\nmax_interval = \"2h\""
+    );
+    write_manifest(dir, &telemetry, &example_entries()).display().to_string()
+}
+
+#[test]
+fn kill_switches_win_over_the_manifest_and_nothing_is_sent_or_written() {
+    let endpoint = sonde_tests::ScriptedEndpoint::start(vec![], None);
+    for env in [("DO_NOT_TRACK", "1"), ("SONDE_TELEMETRY", "off")] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = on_manifest(dir.path(), &endpoint.url);
+        let events = examples_dir().join("events.jsonl");
+        let out = sonde_env(&["send", "-m", &m, "--events", events.to_str().unwrap()], &[env]);
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        assert!(text(&out.stderr).contains("nothing is sent"), "{}", text(&out.stderr));
+        let out = sonde_env(&["status", "-m", &m], &[env]);
+        assert!(text(&out.stdout).contains("mode:        off"), "{}", text(&out.stdout));
+        assert!(!dir.path().join("state").exists(), "{env:?} wrote the state dir");
+    }
+    assert!(endpoint.received().is_empty());
+}
+
+#[test]
+fn send_prints_the_answer_and_status_shows_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer = r#"{"accepted":1,"directives":[{"action":"disable_plugin","plugin":"user-agent","for_secs":600,"reason":"too costly"}]}"#;
+    let endpoint = sonde_tests::ScriptedEndpoint::start(vec![sonde_tests::Reply::ok(answer)], None);
+    let m = on_manifest(dir.path(), &endpoint.url);
+    let events = examples_dir().join("events.jsonl");
+    let out = sonde(&["send", "-m", &m, "--events", events.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("sent 1 report(s): endpoint answered 200"), "{stdout}");
+    assert!(
+        stdout.contains("applied: disabled plugin `user-agent` for 600 s: too costly"),
+        "{stdout}"
+    );
+    let got = endpoint.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].batch.reports[0].buffer.processed, 40);
+
+    let out = sonde(&["status", "-m", &m]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("mode:        on"), "{stdout}");
+    assert!(stdout.contains("switched off: plugin user-agent until"), "{stdout}");
+    assert!(stdout.contains("too costly"), "{stdout}");
+    let out = sonde(&["status", "-m", &m, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["upload"]["last_success"].is_string(), "{v}");
+    assert_eq!(v["upload"]["spooled"], 0);
+    assert_eq!(v["switched_off"][0]["plugin"], "user-agent");
+    assert!(v["endpoint"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+}
+
+#[test]
+fn send_in_local_mode_explains_why_nothing_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &example_entries());
+    let out = sonde(&["send", "-m", &m]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("mode = \"local\""), "{}", text(&out.stderr));
+}
