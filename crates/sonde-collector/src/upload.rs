@@ -1,0 +1,173 @@
+//! Reading an upload: the body of `POST /v1/reports`, gzip or plain, a
+//! [`ReportBatch`] or a bare [`Report`], within bounds.
+//!
+//! Every size here is controlled by whoever can reach the collector, so each
+//! has a limit and a typed error ([`UploadError`]) that the routes turn into
+//! `400`, `413` or `415`.
+
+use std::io::Read;
+
+use flate2::read::GzDecoder;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use sonde_core::{REPORT_SCHEMA_VERSION, Report, ReportBatch};
+
+/// Largest request body read, compressed. A host's report is a few
+/// kilobytes of JSON that gzips several-fold; a full batch
+/// ([`MAX_REPORTS_PER_BATCH`]) of large reports fits with room to spare.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest body after decompression. Reports compress well (10-20x), so
+/// this admits any honest 1 MiB upload while stopping a gzip bomb: the
+/// decoder is read through a `take` of this many bytes plus one.
+pub const MAX_DECODED_BYTES: u64 = 16 * 1024 * 1024;
+/// Most reports in one batch. A host sends its spool oldest first in small
+/// batches; a hundred reports is hours of backlog, and it bounds the work
+/// one request makes in the store.
+pub const MAX_REPORTS_PER_BATCH: usize = 100;
+
+/// An upload that cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// `Content-Encoding` other than `gzip` or `identity`.
+    #[error("content encoding `{0}` is not supported: send gzip or plain JSON")]
+    Encoding(String),
+    /// The body says gzip but is not.
+    #[error("body is not valid gzip: {0}")]
+    Gzip(std::io::Error),
+    /// Over [`MAX_DECODED_BYTES`] once decompressed.
+    #[error("body is over {MAX_DECODED_BYTES} bytes once decompressed")]
+    TooLarge,
+    /// Not a batch or a report.
+    #[error("body is not a report or a report batch: {0}")]
+    Json(serde_json::Error),
+    /// Over [`MAX_REPORTS_PER_BATCH`].
+    #[error("batch of {0} reports is over the limit of {MAX_REPORTS_PER_BATCH}")]
+    TooManyReports(usize),
+    /// `{"reports": []}`.
+    #[error("batch holds no report")]
+    Empty,
+    /// Reports of several instances in one batch: the response answers one.
+    #[error("batch mixes reports of several instances; send one batch per instance")]
+    MixedInstances,
+    /// A report schema this collector does not read.
+    #[error(
+        "report schema {0} is not supported (this collector reads schema {REPORT_SCHEMA_VERSION})"
+    )]
+    Schema(u32),
+}
+
+/// How the body is encoded, from its `Content-Encoding` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// No header, or `identity`.
+    Plain,
+    /// `gzip` (or `x-gzip`).
+    Gzip,
+}
+
+impl Encoding {
+    /// Reads a `Content-Encoding` value.
+    pub fn from_header(value: Option<&str>) -> Result<Encoding, UploadError> {
+        match value.map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(Encoding::Plain),
+            Some(v) if v.is_empty() || v == "identity" => Ok(Encoding::Plain),
+            Some(v) if v == "gzip" || v == "x-gzip" => Ok(Encoding::Gzip),
+            Some(v) => Err(UploadError::Encoding(v)),
+        }
+    }
+}
+
+/// Decodes an upload body into its reports, oldest first. The reports all
+/// have the same instance, and there is at least one.
+pub fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Report>, UploadError> {
+    let json = match encoding {
+        Encoding::Plain if body.len() as u64 > MAX_DECODED_BYTES => {
+            return Err(UploadError::TooLarge);
+        }
+        Encoding::Plain => std::borrow::Cow::Borrowed(body),
+        Encoding::Gzip => std::borrow::Cow::Owned(gunzip(body)?),
+    };
+    let reports = parse(&json)?;
+    let Some(first) = reports.first() else {
+        return Err(UploadError::Empty);
+    };
+    if reports.len() > MAX_REPORTS_PER_BATCH {
+        return Err(UploadError::TooManyReports(reports.len()));
+    }
+    if reports.iter().any(|r| r.instance_id != first.instance_id) {
+        return Err(UploadError::MixedInstances);
+    }
+    if let Some(r) = reports.iter().find(|r| r.schema != REPORT_SCHEMA_VERSION) {
+        return Err(UploadError::Schema(r.schema));
+    }
+    Ok(reports)
+}
+
+fn gunzip(body: &[u8]) -> Result<Vec<u8>, UploadError> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_BODY_BYTES * 4));
+    GzDecoder::new(body)
+        .take(MAX_DECODED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(UploadError::Gzip)?;
+    if out.len() as u64 > MAX_DECODED_BYTES {
+        return Err(UploadError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// A batch is an object with a `reports` key; anything else is read as a
+/// bare report. Telling them apart first (a pass that allocates nothing)
+/// keeps serde's error, with its line and column, for the shape meant.
+fn parse(json: &[u8]) -> Result<Vec<Report>, UploadError> {
+    #[derive(Deserialize)]
+    struct Shape {
+        reports: Option<IgnoredAny>,
+    }
+    let shape: Shape = serde_json::from_slice(json).map_err(UploadError::Json)?;
+    if shape.reports.is_some() {
+        let batch: ReportBatch = serde_json::from_slice(json).map_err(UploadError::Json)?;
+        Ok(batch.reports)
+    } else {
+        let report: Report = serde_json::from_slice(json).map_err(UploadError::Json)?;
+        Ok(vec![report])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(bytes).expect("write");
+        enc.finish().expect("finish")
+    }
+
+    #[test]
+    fn encodings_are_read_from_the_header() {
+        assert_eq!(Encoding::from_header(None).ok(), Some(Encoding::Plain));
+        assert_eq!(Encoding::from_header(Some("GZIP")).ok(), Some(Encoding::Gzip));
+        assert!(matches!(Encoding::from_header(Some("br")), Err(UploadError::Encoding(_))));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_stopped_at_the_decoded_limit() {
+        let bomb = gzip(&vec![b' '; MAX_DECODED_BYTES as usize + 10]);
+        assert!(bomb.len() < MAX_BODY_BYTES);
+        assert!(matches!(decode(&bomb, Encoding::Gzip), Err(UploadError::TooLarge)));
+    }
+
+    #[test]
+    fn garbage_is_a_json_error_and_not_gzip_is_a_gzip_error() {
+        assert!(matches!(decode(b"<html>", Encoding::Plain), Err(UploadError::Json(_))));
+        assert!(matches!(decode(b"{\"x\":1}", Encoding::Gzip), Err(UploadError::Gzip(_))));
+        assert!(matches!(decode(br#"{"reports": []}"#, Encoding::Plain), Err(UploadError::Empty)));
+        let err = decode(br#"{"reports": [{"schema": 1}]}"#, Encoding::Plain).expect_err("bad");
+        assert!(err.to_string().contains("missing field"), "{err}");
+    }
+}
