@@ -12,18 +12,15 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use sonde_core::{REPORT_SCHEMA_VERSION, Report, ReportBatch};
 
-/// Largest request body read, compressed. A host's report is a few
-/// kilobytes of JSON that gzips several-fold; a full batch
-/// ([`MAX_REPORTS_PER_BATCH`]) of large reports fits with room to spare.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Largest body after decompression. Reports compress well (10-20x), so
-/// this admits any honest 1 MiB upload while stopping a gzip bomb: the
-/// decoder is read through a `take` of this many bytes plus one.
-pub const MAX_DECODED_BYTES: u64 = 16 * 1024 * 1024;
-/// Most reports in one batch. A host sends its spool oldest first in small
-/// batches; a hundred reports is hours of backlog, and it bounds the work
-/// one request makes in the store.
-pub const MAX_REPORTS_PER_BATCH: usize = 100;
+/// Largest request body read, compressed: the wire contract's
+/// [`sonde_core::MAX_UPLOAD_BYTES`], which the host's batching respects.
+pub const MAX_BODY_BYTES: usize = sonde_core::MAX_UPLOAD_BYTES;
+/// Largest body after decompression ([`sonde_core::MAX_UPLOAD_DECODED_BYTES`]):
+/// the decoder is read through a `take` of this many bytes plus one, which
+/// stops a gzip bomb.
+pub const MAX_DECODED_BYTES: u64 = sonde_core::MAX_UPLOAD_DECODED_BYTES;
+/// Most reports in one batch ([`sonde_core::MAX_BATCH_REPORTS`]).
+pub const MAX_REPORTS_PER_BATCH: usize = sonde_core::MAX_BATCH_REPORTS;
 
 /// An upload that cannot be taken.
 #[derive(Debug, thiserror::Error)]

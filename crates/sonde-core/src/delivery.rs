@@ -28,8 +28,9 @@ pub const MIN_DURATION: Duration = Duration::from_millis(100);
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Most requests per hour the manifest may allow.
 pub const MAX_REQUESTS_PER_HOUR_LIMIT: u32 = 3600;
-/// Largest request body (uncompressed) a batch may have: 16 MiB.
-pub const MAX_BATCH_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+/// Largest request body (uncompressed) a batch may have: what a collector
+/// decodes at most.
+pub const MAX_BATCH_BYTES_LIMIT: u64 = crate::report::MAX_UPLOAD_DECODED_BYTES;
 /// Most spool files the manifest may allow.
 pub const MAX_SPOOL_FILES_LIMIT: u32 = 100_000;
 

@@ -33,6 +33,7 @@ pub use event::{EventRecord, EventsError, FieldValue, parse_events_jsonl, read_e
 pub use location::Location;
 pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
 pub use report::{
-    BufferStats, DeliveryStats, DisabledMetric, HostFacts, Metric, MetricKind, MetricValue,
-    PluginCost, PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch,
+    BufferStats, DeliveryStats, DisabledMetric, HostFacts, MAX_BATCH_REPORTS, MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_DECODED_BYTES, Metric, MetricKind, MetricValue, PluginCost, PluginReport,
+    PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch,
 };

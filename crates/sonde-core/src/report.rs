@@ -61,6 +61,16 @@ impl Report {
     }
 }
 
+/// Most reports in one upload. Bounds the work one request makes at the
+/// collector; a hundred reports is hours of backlog.
+pub const MAX_BATCH_REPORTS: usize = 100;
+/// Largest upload body on the wire (gzip). Reports compress 10-20x, so a
+/// full batch of large reports fits.
+pub const MAX_UPLOAD_BYTES: usize = 1024 * 1024;
+/// Largest upload body after decompression: stops a gzip bomb at the
+/// collector, and caps the host's `max_batch_bytes`.
+pub const MAX_UPLOAD_DECODED_BYTES: u64 = 16 * 1024 * 1024;
+
 /// What an uploader POSTs: one or more reports, gzip-compressed JSON.
 /// A collector also accepts a bare [`Report`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

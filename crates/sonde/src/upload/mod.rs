@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use sonde_core::{DeliverySettings, DeliveryStats, EndpointResponse, redact};
+use sonde_core::{
+    DeliverySettings, DeliveryStats, EndpointResponse, MAX_BATCH_REPORTS, MAX_UPLOAD_BYTES, redact,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::policy::{Backoff, SlidingWindow, Verdict, next_interval, retry_after, verdict};
@@ -155,6 +157,8 @@ struct Uploader<T> {
     not_before: Instant,
     failing: bool,
     stopped: bool,
+    /// Most reports per request now; halved on 413, grows back on success.
+    batch_count: usize,
 }
 
 impl<T: Transport> Uploader<T> {
@@ -186,6 +190,7 @@ impl<T: Transport> Uploader<T> {
             not_before: now,
             failing: false,
             stopped: false,
+            batch_count: MAX_BATCH_REPORTS,
         }
     }
 
@@ -269,23 +274,20 @@ impl<T: Transport> Uploader<T> {
         if !now_please && now < self.not_before {
             return outcome;
         }
-        let Some(batch) = self.spool.batch(self.settings.max_batch_bytes) else {
+        let Some((batch, body)) = self.next_batch() else {
             outcome.error = Some("nothing to send".into());
             return outcome;
         };
-        let body = transport::gzip(&batch.body);
         let weight = body.len() as u64;
         let fits = self.requests.earliest(now, 1).zip(self.bytes.earliest(now, weight));
-        let Some((a, b)) = fits else {
-            // Heavier than a whole day's byte budget: it can never be sent.
-            tracing::warn!(
-                reports = batch.count,
-                bytes = weight,
-                "a report batch is larger than max_bytes_per_day; dropped"
-            );
+        let too_big = body.len() > MAX_UPLOAD_BYTES;
+        let Some((a, b)) = fits.filter(|_| !too_big) else {
+            // One report heavier than an upload or a day's byte budget: it
+            // can never be sent.
+            tracing::warn!(bytes = weight, "a report is too large to upload; dropped");
             self.spool.remove(&batch.names);
             self.counters.spool_dropped.fetch_add(batch.count as u64, Relaxed);
-            outcome.error = Some("batch larger than max_bytes_per_day: dropped".into());
+            outcome.error = Some("report too large to upload: dropped".into());
             return outcome;
         };
         let at = a.max(b);
@@ -314,6 +316,7 @@ impl<T: Transport> Uploader<T> {
         match verdict(status) {
             Verdict::Delivered => {
                 self.spool.remove(&batch.names);
+                self.batch_count = (self.batch_count * 2).min(MAX_BATCH_REPORTS);
                 self.counters.sent.fetch_add(batch.count as u64, Relaxed);
                 self.backoff.reset();
                 self.not_before = now;
@@ -347,6 +350,11 @@ impl<T: Transport> Uploader<T> {
                     .unwrap_or_else(|| format!("endpoint answered {}", status.unwrap_or(0)));
                 self.fail(why);
             }
+            Verdict::Rejected if status == Some(413) && batch.count > 1 => {
+                // Too large for this endpoint: send smaller batches; keep all.
+                self.batch_count = (batch.count / 2).max(1);
+                self.not_before = now;
+            }
             Verdict::Rejected => {
                 self.spool.remove(&batch.names);
                 self.counters.rejected.fetch_add(batch.count as u64, Relaxed);
@@ -368,6 +376,22 @@ impl<T: Transport> Uploader<T> {
         outcome.spooled = self.spool.len();
         self.save_status();
         outcome
+    }
+
+    /// The oldest spooled reports as one gzip body that fits an upload and a
+    /// day's byte budget, halving the batch until it does (one report at
+    /// least).
+    fn next_batch(&mut self) -> Option<(spool::Batch, Vec<u8>)> {
+        loop {
+            let batch = self.spool.batch(self.settings.max_batch_bytes, self.batch_count)?;
+            let body = transport::gzip(&batch.body);
+            let fits = body.len() <= MAX_UPLOAD_BYTES
+                && (body.len() as u64) <= self.settings.max_bytes_per_day;
+            if fits || batch.count == 1 {
+                return Some((batch, body));
+            }
+            self.batch_count = (batch.count / 2).max(1);
+        }
     }
 
     fn handle_response(&mut self, answer: &transport::Answer) -> Vec<String> {

@@ -103,16 +103,17 @@ impl Spool {
         dropped
     }
 
-    /// The oldest reports whose JSON adds up to at most `max_bytes` (at least
-    /// one), wrapped as a batch. Corrupt files are set aside on the way.
-    pub(crate) fn batch(&mut self, max_bytes: u64) -> Option<Batch> {
+    /// The oldest reports, at most `max_count`, whose JSON adds up to at most
+    /// `max_bytes` (at least one), wrapped as a batch. Corrupt files are set
+    /// aside on the way.
+    pub(crate) fn batch(&mut self, max_bytes: u64, max_count: usize) -> Option<Batch> {
         let mut body = b"{\"reports\":[".to_vec();
         let mut names = Vec::new();
         let candidates: Vec<(String, u64)> =
             self.files.iter().map(|(n, s)| (n.clone(), *s)).collect();
         let mut used = 0;
         for (name, size) in candidates {
-            if !names.is_empty() && used + size > max_bytes {
+            if !names.is_empty() && (used + size > max_bytes || names.len() >= max_count) {
                 break;
             }
             let path = self.dir.join(&name);
@@ -202,7 +203,7 @@ mod tests {
         let reports: Vec<Report> = (0..5).map(|_| report()).collect();
         let dropped: u64 = reports.iter().map(|r| spool.push(r).expect("push")).sum();
         assert_eq!((dropped, spool.len()), (2, 3));
-        let batch = spool.batch(1 << 20).expect("batch");
+        let batch = spool.batch(1 << 20, 100).expect("batch");
         let back: sonde_core::ReportBatch = serde_json::from_slice(&batch.body).expect("decodes");
         let ids: Vec<Uuid> = back.reports.iter().map(|r| r.report_id).collect();
         assert_eq!(ids, reports[2..].iter().map(|r| r.report_id).collect::<Vec<_>>());
@@ -218,8 +219,9 @@ mod tests {
             spool.push(&report()).expect("push");
         }
         let one = report().to_json().len() as u64;
-        assert_eq!(spool.batch(one * 2 + 1).expect("batch").count, 2);
-        assert_eq!(spool.batch(1).expect("batch").count, 1);
+        assert_eq!(spool.batch(one * 2 + 1, 100).expect("batch").count, 2);
+        assert_eq!(spool.batch(1, 100).expect("batch").count, 1);
+        assert_eq!(spool.batch(1 << 20, 3).expect("batch").count, 3);
     }
 
     #[test]
@@ -234,7 +236,7 @@ mod tests {
         let mut reopened = Spool::open(dir.path(), 100, 1 << 20).expect("reopen");
         assert_eq!(reopened.len(), 3);
         assert!(!dir.path().join("leftover.json.tmp123").exists());
-        let batch = reopened.batch(1 << 20).expect("batch");
+        let batch = reopened.batch(1 << 20, 100).expect("batch");
         assert_eq!(batch.count, 2);
         assert_eq!(reopened.len(), 2);
         assert!(dir.path().join("bad/0000000000000000-00000000-x.json").exists());
