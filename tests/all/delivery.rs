@@ -222,7 +222,8 @@ fn a_413_halves_the_batch_and_loses_nothing() {
     let mut script = vec![Reply::status(500); 3];
     script.push(Reply::status(413));
     let endpoint = ScriptedEndpoint::start(script, None);
-    let t = on(dir.path(), &endpoint.url, "max_requests_per_hour = 3600\ninterval = \"100ms\"", &[]);
+    let t =
+        on(dir.path(), &endpoint.url, "max_requests_per_hour = 3600\ninterval = \"100ms\"", &[]);
     let got = endpoint.wait_for(6, WAIT);
     assert!(got.len() >= 6);
     t.shutdown(Duration::from_secs(3));
@@ -232,5 +233,8 @@ fn a_413_halves_the_batch_and_loses_nothing() {
     assert!(got[4].batch.reports.len() <= refused.len() / 2, "the next batch is at most half");
     let delivered: BTreeSet<Uuid> =
         got[4..].iter().flat_map(|r| r.batch.reports.iter().map(|r| r.report_id)).collect();
-    assert!(refused.iter().all(|r| delivered.contains(&r.report_id)), "nothing of the 413 was lost");
+    assert!(
+        refused.iter().all(|r| delivered.contains(&r.report_id)),
+        "nothing of the 413 was lost"
+    );
 }

@@ -6,6 +6,7 @@
 
 mod collectors;
 mod delivery;
+mod e2e;
 mod loading;
 mod modes;
 mod ring;

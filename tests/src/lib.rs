@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+mod collector;
 mod endpoint;
+pub use collector::Collector;
 pub use endpoint::{Received, Reply, ScriptedEndpoint};
 
 /// The folder `cargo xtask plugins` builds into.
