@@ -122,7 +122,11 @@ pub(crate) fn print_status(s: &Status) {
             Some(m) => format!("metric {m} of {}", o.plugin),
             None => format!("plugin {}", o.plugin),
         };
-        println!("switched off: {what} until {} by {:?}: {}", o.until, o.source, o.reason);
+        let by = match o.source {
+            sonde::Source::Endpoint => "the endpoint",
+            sonde::Source::Local => "the local cost breaker",
+        };
+        println!("switched off: {what} until {} by {by}: {}", o.until, o.reason);
     }
 }
 
