@@ -1,0 +1,58 @@
+//! Quiet failure, in a test binary of its own because it installs the
+//! process-wide log subscriber: a failing endpoint gets one warning, then
+//! silence, then one line when it recovers.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sonde::{Manifest, Telemetry};
+use sonde_tests::{Reply, ScriptedEndpoint, write_manifest};
+
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_endpoint_gets_one_warning_not_a_flood() {
+    let lines = Lines::default();
+    let sink = lines.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let endpoint = ScriptedEndpoint::start(vec![], Some(Reply::status(500)));
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = format!(
+        "mode = \"on\"\nendpoint = \"{}\"\nstate_dir = \"state\"\ninterval = \"100ms\"\n\
+         min_interval = \"100ms\"\nmax_interval = \"300ms\"\nretry_initial = \"100ms\"\n\
+         max_requests_per_hour = 3600",
+        endpoint.url
+    );
+    let path = write_manifest(dir.path(), &telemetry, &[]);
+    let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
+    let failed = endpoint.wait_for(8, Duration::from_secs(15));
+    assert!(failed.len() >= 8, "the endpoint kept being tried");
+    endpoint.rescript(vec![], None);
+    let n = failed.len();
+    endpoint.wait_for(n + 2, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(t);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let warnings = text.lines().filter(|l| l.contains("WARN")).count();
+    assert_eq!(warnings, 1, "one warning for {n} failures:\n{text}");
+    assert!(text.contains("telemetry delivery failing"), "{text}");
+    assert_eq!(text.matches("telemetry delivery recovered").count(), 1, "{text}");
+}
