@@ -138,9 +138,10 @@ impl Policy {
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
             let (line, key) = match e.span() {
-                Some(span) => {
-                    (Location::line_of(text, span.start), key_at(text, span.start, e.message()))
-                }
+                Some(span) => (
+                    Location::line_of(text, span.start),
+                    sonde_core::toml_key_at(text, span.start, e.message()),
+                ),
                 None => (0, None),
             };
             PolicyError {
@@ -283,43 +284,6 @@ impl Checker<'_> {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(self.err(v, key, format!("{n} is outside 1..={max}"))),
         }
-    }
-}
-
-/// The dotted key at byte `offset` of `text`, for a parse error that only
-/// has a position: the key on that line (or the missing field the message
-/// names), prefixed by the table the line is in (`rule[2]`, `rate_limit`).
-fn key_at(text: &str, offset: usize, message: &str) -> Option<String> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let missing = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-        .map(str::to_string);
-    let own_key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
-    let mut table: Option<String> = None;
-    let mut rules = 0usize;
-    for l in text[..line_start + line.len()].lines() {
-        let l = l.trim();
-        if l.starts_with('[') {
-            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
-            table = Some(if l.starts_with("[[") && name == "rule" {
-                rules += 1;
-                format!("rule[{}]", rules - 1)
-            } else {
-                name.to_string()
-            });
-        }
-    }
-    let leaf = missing.or(own_key);
-    match (table, leaf) {
-        (Some(t), Some(leaf)) => Some(format!("{t}.{leaf}")),
-        (None, leaf) => leaf,
-        (Some(t), None) => Some(t),
     }
 }
 

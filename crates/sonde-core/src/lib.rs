@@ -30,7 +30,7 @@ pub use directive::{
     MAX_DISABLE_SECS, MAX_RESPONSE_BYTES, MIN_DISABLE_SECS, ParsedResponse,
 };
 pub use event::{EventRecord, EventsError, FieldValue, parse_events_jsonl, read_events_file};
-pub use location::Location;
+pub use location::{Location, toml_key_at};
 pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
 pub use report::{
     BufferStats, DeliveryStats, DisabledMetric, HostFacts, MAX_BATCH_REPORTS, MAX_UPLOAD_BYTES,

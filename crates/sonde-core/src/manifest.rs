@@ -197,7 +197,7 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             let line = if e.span().is_some() { Location::line_of(text, offset) } else { 0 };
-            let key = key_at(text, offset, e.message());
+            let key = crate::location::toml_key_at(text, offset, e.message());
             ManifestError {
                 at: Location::new(path, line, key),
                 message: e.message().trim().to_string(),
@@ -546,51 +546,6 @@ impl Validator<'_> {
             sha256_at: self.at(&p.sha256, key("sha256")),
         })
     }
-}
-
-/// The dotted key at byte `offset` of `text`, for a parse error that only has
-/// a position: the key on that line (or the missing field the message names),
-/// prefixed by the table the line is in.
-fn key_at(text: &str, offset: usize, message: &str) -> Option<String> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let missing = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-        .map(str::to_string);
-    let own_key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
-    // The table this line sits in: the last header at or before it.
-    let mut table: Option<String> = None;
-    let mut plugin_index = 0usize;
-    let mut in_plugin = false;
-    for l in text[..line_start + line.len()].lines() {
-        let l = l.trim();
-        if l.starts_with("[[") {
-            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
-            if name == "plugin" {
-                plugin_index += usize::from(in_plugin);
-                in_plugin = true;
-                table = Some(format!("plugin[{plugin_index}]"));
-            } else {
-                table = Some(name.to_string());
-            }
-        } else if l.starts_with('[') {
-            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
-            table = match name.strip_prefix("plugin.") {
-                Some(sub) if in_plugin => Some(format!("plugin[{plugin_index}].{sub}")),
-                _ => Some(name.to_string()),
-            };
-        }
-    }
-    let leaf = missing.or(own_key)?;
-    Some(match table {
-        Some(t) => format!("{t}.{leaf}"),
-        None => leaf,
-    })
 }
 
 #[cfg(test)]
