@@ -38,3 +38,29 @@ fn an_ephemeral_runtime_writes_nothing() {
     assert_eq!(report.buffer.processed, 1);
     assert!(!dir.path().join("state").exists());
 }
+
+#[test]
+fn the_installation_id_comes_from_the_salt_in_the_state_dir_and_is_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_manifest(dir.path(), "mode = \"local\"\nstate_dir = \"a\"", &[]);
+    let t = Telemetry::builder(Manifest::load(&plain).unwrap()).start().unwrap();
+    assert_eq!(t.report().unwrap().installation_id, None, "off unless asked for");
+    assert!(!dir.path().join("a/installation_salt").exists());
+
+    let start = |state: &str| {
+        let text = format!("mode = \"local\"\nstate_dir = \"{state}\"\ninstallation_id = true");
+        let path = write_manifest(dir.path(), &text, &[]);
+        Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap().report().unwrap()
+    };
+    let first = start("b");
+    let id = first.installation_id.clone().unwrap();
+    assert_eq!(id.len(), 32);
+    assert_eq!(start("b").installation_id.as_ref(), Some(&id), "stable across restarts");
+    assert_ne!(start("c").installation_id.as_ref(), Some(&id), "another salt, another id");
+    std::fs::create_dir_all(dir.path().join("d")).unwrap();
+    std::fs::copy(dir.path().join("b/installation_salt"), dir.path().join("d/installation_salt"))
+        .unwrap();
+    let grouped = start("d");
+    assert_eq!(grouped.installation_id.as_ref(), Some(&id), "a copied salt groups hosts");
+    assert_ne!(grouped.instance_id, first.instance_id, "instances stay distinct");
+}

@@ -138,6 +138,7 @@ fn report(instance: Uuid, plugins: Vec<PluginReport>) -> Report {
         schema: REPORT_SCHEMA_VERSION,
         report_id: Uuid::new_v4(),
         instance_id: instance,
+        installation_id: None,
         timestamp: "2026-11-22T10:00:00Z".into(),
         host: HostFacts {
             sonde_version: "0.1.0".into(),

@@ -63,6 +63,10 @@ pub struct DeliverySettings {
     pub retry_initial: Duration,
     /// `proxy`, default none (no system proxy is used either).
     pub proxy: Option<url::Url>,
+    /// `installation_id`, default false: add an installation id to reports,
+    /// derived from the random salt in the state directory (copy that salt to
+    /// several hosts to group them). Never derived from host facts.
+    pub installation_id: bool,
 }
 
 impl Default for DeliverySettings {
@@ -81,6 +85,7 @@ impl Default for DeliverySettings {
             request_timeout: Duration::from_secs(30),
             retry_initial: Duration::from_secs(30),
             proxy: None,
+            installation_id: false,
         }
     }
 }

@@ -160,6 +160,8 @@ struct RawTelemetry {
     request_timeout: Option<Spanned<String>>,
     retry_initial: Option<Spanned<String>>,
     proxy: Option<Spanned<String>>,
+    #[serde(default)]
+    installation_id: bool,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +452,7 @@ impl Validator<'_> {
             )?,
             retry_initial: self.duration(&t.retry_initial, "retry_initial", d.retry_initial)?,
             proxy,
+            installation_id: t.installation_id,
         })
     }
 

@@ -22,6 +22,10 @@ pub struct Report {
     pub report_id: Uuid,
     /// Random UUID v4 kept in the host's state directory.
     pub instance_id: Uuid,
+    /// With `installation_id = true`: HMAC-SHA256 of a fixed label under the
+    /// random salt in the state directory, 32 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<String>,
     /// When the report was built, RFC 3339 in UTC.
     pub timestamp: String,
     /// Facts about the running host that an operator accepts to share.
@@ -271,6 +275,7 @@ mod tests {
             schema: REPORT_SCHEMA_VERSION,
             report_id: Uuid::new_v4(),
             instance_id: Uuid::new_v4(),
+            installation_id: None,
             timestamp: "2026-11-22T10:00:00Z".into(),
             host: HostFacts {
                 sonde_version: "0.1.0".into(),

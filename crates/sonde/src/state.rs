@@ -14,6 +14,8 @@ use crate::error::Error;
 const INSTANCE_ID_FILE: &str = "instance_id";
 /// File holding the 32-byte random secret that authenticates cache files.
 const SECRET_FILE: &str = "secret";
+/// File holding the 32-byte random salt of the installation id.
+const INSTALLATION_SALT_FILE: &str = "installation_salt";
 /// Folder of compiled plugin artifacts.
 const CACHE_DIR: &str = "cache";
 
@@ -47,9 +49,24 @@ impl StateDir {
         Ok(id)
     }
 
+    /// The installation id: HMAC-SHA256(salt, label), 32 hex digits; the
+    /// salt is random, created on first use, and may be shared by copying.
+    pub(crate) fn installation_id(&self) -> Result<String, Error> {
+        use hmac::{Hmac, Mac};
+        let salt = self.random_file(INSTALLATION_SALT_FILE)?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&salt).expect("any key length is valid");
+        mac.update(b"sonde installation id v1");
+        Ok(hex::encode(&mac.finalize().into_bytes()[..16]))
+    }
+
     /// The host secret, created on first use.
     pub(crate) fn secret(&self) -> Result<[u8; 32], Error> {
-        let path = self.path.join(SECRET_FILE);
+        self.random_file(SECRET_FILE)
+    }
+
+    /// 32 random bytes kept in `name`, created on first use.
+    fn random_file(&self, name: &str) -> Result<[u8; 32], Error> {
+        let path = self.path.join(name);
         if let Ok(bytes) = fs::read(&path)
             && let Ok(secret) = <[u8; 32]>::try_from(bytes.as_slice())
         {

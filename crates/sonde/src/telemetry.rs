@@ -80,11 +80,15 @@ impl TelemetryBuilder {
             return Ok(Telemetry::off());
         }
         let engine = engine::new_engine()?;
+        let mut installation_id = None;
         let (instance_id, cache) = if self.ephemeral {
             (Uuid::new_v4(), None)
         } else {
             let state = StateDir::open(&settings.state_dir)?;
             let cache = CompileCache::new(state.cache_dir()?, state.secret()?, &engine);
+            if settings.delivery.installation_id {
+                installation_id = Some(state.installation_id()?);
+            }
             (state.instance_id()?, Some(cache))
         };
         let loader =
@@ -109,6 +113,7 @@ impl TelemetryBuilder {
                 commands: Some(tx),
                 processed,
                 instance_id,
+                installation_id,
                 counters: counters.clone(),
                 uploader: OnceLock::new(),
                 _ticker: Some(ticker),
@@ -146,6 +151,7 @@ struct Inner {
     commands: Option<SyncSender<Command>>,
     processed: Arc<AtomicU64>,
     instance_id: Uuid,
+    installation_id: Option<String>,
     counters: Arc<upload::Counters>,
     uploader: OnceLock<upload::Handle>,
     _ticker: Option<Arc<()>>,
@@ -195,6 +201,7 @@ impl Telemetry {
                 commands: None,
                 processed: Arc::new(AtomicU64::new(0)),
                 instance_id: Uuid::nil(),
+                installation_id: None,
                 counters: Arc::default(),
                 uploader: OnceLock::new(),
                 _ticker: None,
@@ -282,6 +289,7 @@ impl Telemetry {
             schema: REPORT_SCHEMA_VERSION,
             report_id: Uuid::new_v4(),
             instance_id: self.inner.instance_id,
+            installation_id: self.inner.installation_id.clone(),
             timestamp: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             host: host_facts(),
             buffer: BufferStats {

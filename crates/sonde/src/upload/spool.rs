@@ -176,6 +176,7 @@ mod tests {
             schema: REPORT_SCHEMA_VERSION,
             report_id: Uuid::new_v4(),
             instance_id: Uuid::nil(),
+            installation_id: None,
             timestamp: "2026-11-22T00:00:00Z".into(),
             host: HostFacts {
                 sonde_version: "0".into(),
