@@ -22,6 +22,7 @@ mod event;
 pub mod limits;
 mod location;
 mod manifest;
+mod plugin_limits;
 mod report;
 
 pub use delivery::{DeliverySettings, is_loopback, redact};
@@ -32,8 +33,9 @@ pub use directive::{
 pub use event::{EventRecord, EventsError, FieldValue, parse_events_jsonl, read_events_file};
 pub use location::{Location, toml_key_at};
 pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
+pub use plugin_limits::PluginLimits;
 pub use report::{
-    BufferStats, DeliveryStats, DisabledMetric, HostFacts, MAX_BATCH_REPORTS, MAX_UPLOAD_BYTES,
-    MAX_UPLOAD_DECODED_BYTES, Metric, MetricKind, MetricValue, PluginCost, PluginReport,
-    PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch,
+    BufferStats, DeliveryStats, DisabledMetric, FailureCounts, HostFacts, MAX_BATCH_REPORTS,
+    MAX_UPLOAD_BYTES, MAX_UPLOAD_DECODED_BYTES, Metric, MetricKind, MetricValue, PluginCost,
+    PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch,
 };

@@ -37,6 +37,7 @@ use crate::delivery::{
 };
 use crate::limits::*;
 use crate::location::Location;
+use crate::plugin_limits::{PluginLimits, RawLimits};
 
 /// Whether telemetry runs, and whether it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -113,6 +114,8 @@ pub struct PluginSpec {
     pub path_at: Location,
     /// Where its `sha256` is, for messages about the hash.
     pub sha256_at: Location,
+    /// `[plugin.limits]`, defaults filled in.
+    pub limits: PluginLimits,
 }
 
 /// A manifest that could not be read or is not valid.
@@ -174,6 +177,8 @@ struct RawPlugin {
     allow: bool,
     events: Option<Spanned<Vec<String>>>,
     config: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 impl Manifest {
@@ -537,7 +542,16 @@ impl Validator<'_> {
                 ));
             }
         }
+        let limits = p.limits.resolve().map_err(|e| ManifestError {
+            at: Location::new(
+                self.path,
+                Location::line_of(self.text, e.offset),
+                Some(key(&format!("limits.{}", e.key))),
+            ),
+            message: e.message,
+        })?;
         Ok(PluginSpec {
+            limits,
             name: name.clone(),
             path: base.join(p.path.get_ref()),
             sha256: sha.to_ascii_lowercase(),
@@ -677,6 +691,24 @@ mod tests {
         let small =
             parse("[telemetry]\ninterval = \"1s\"\n").expect("defaults follow a short interval");
         assert_eq!(small.telemetry.delivery.min_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn plugin_limits_have_defaults_and_ranges() {
+        let m = parse(&plugin("a")).expect("valid");
+        assert_eq!(m.plugins[0].limits, PluginLimits::default());
+        let text = format!("{}[plugin.limits]\nmemory_mb = 8\ncall_timeout_ms = 50\n", plugin("a"));
+        let m = parse(&text).expect("valid");
+        assert_eq!(
+            (m.plugins[0].limits.memory_bytes, m.plugins[0].limits.call_timeout_ms),
+            (8 << 20, 50)
+        );
+        let text = format!("{}[plugin.limits]\nmemory_mb = 99999\n", plugin("a"));
+        let err = parse(&text).expect_err("too much memory");
+        assert_eq!((err.at.line, err.at.key.as_deref()), (6, Some("plugin[0].limits.memory_mb")));
+        let text = format!("{}[plugin.limits]\ncpu = 1\n", plugin("a"));
+        let err = parse(&text).expect_err("unknown key");
+        assert_eq!(err.at.key.as_deref(), Some("plugin[0].limits.cpu"), "{err}");
     }
 
     #[test]

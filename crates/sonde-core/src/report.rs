@@ -202,6 +202,27 @@ pub struct PluginCost {
     /// Highest linear memory the plugin's instances reached, in bytes.
     #[serde(default)]
     pub peak_memory_bytes: u64,
+    /// `failures` by cause.
+    #[serde(default)]
+    pub failure_kinds: FailureCounts,
+    /// Events not delivered because the plugin was waiting to be restarted.
+    #[serde(default)]
+    pub events_skipped: u64,
+}
+
+/// Failed calls by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureCounts {
+    /// Ran past its call deadline (epoch interruption).
+    pub cpu: u64,
+    /// Hit its memory or table limit.
+    pub memory: u64,
+    /// Overflowed its stack.
+    pub stack: u64,
+    /// Panicked or reached `unreachable`.
+    pub panic: u64,
+    /// Any other trap.
+    pub other: u64,
 }
 
 /// How a metric's values combine.

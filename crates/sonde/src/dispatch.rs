@@ -87,6 +87,7 @@ impl Dispatcher {
         d.sync_switches();
         loop {
             d.expire_switches();
+            d.tick_plugins();
             let taken = d.drain(DRAIN_PER_ROUND);
             let command = match commands.try_recv() {
                 Ok(c) => Some(c),
@@ -207,6 +208,27 @@ impl Dispatcher {
         applied
     }
 
+    /// Restarts plugins whose backoff is over, and lets the local breaker
+    /// switch off a plugin that stayed over its CPU budget.
+    fn tick_plugins(&mut self) {
+        let now = std::time::Instant::now();
+        let mut tripped = false;
+        for p in &mut self.plugins {
+            if let Some(reason) = p.tick(now) {
+                tracing::warn!(plugin = %p.spec.name, "plugin switched off locally: {reason}");
+                let off = Off::new(p.spec.limits.disable_secs, reason, Source::Local);
+                self.switches.plugins.insert(p.spec.name.clone(), off);
+                tripped = true;
+            }
+        }
+        if tripped {
+            self.sync_switches();
+            if let Some(dir) = &self.state_dir {
+                self.switches.save(dir);
+            }
+        }
+    }
+
     /// Drops expired switches, at most once a second.
     fn expire_switches(&mut self) {
         let now = unix(SystemTime::now());
@@ -269,6 +291,9 @@ impl Dispatcher {
         for r in routes.iter() {
             let plugin = &mut plugins[r.plugin];
             if !plugin.is_running() {
+                if plugin.is_restarting() {
+                    plugin.cost.events_skipped += 1;
+                }
                 continue;
             }
             let builder = &mut plugin.subs[r.sub].builder;

@@ -48,13 +48,10 @@ pub use event::{
     Event, EventKind, MAX_EVENT_TEXT, MAX_FIELDS, MAX_INTERNED_KINDS, Value, events_from_records,
 };
 pub use overview::{DeclaredMetric, PluginOverview};
-pub use plugin::{
-    CALL_DEADLINE_TICKS, MAX_CONSECUTIVE_FAILURES, MAX_PLUGIN_BYTES, MAX_PLUGIN_MEMORY,
-    MAX_PLUGIN_TABLE_ELEMENTS,
-};
+pub use plugin::{MAX_PLUGIN_BYTES, MAX_PLUGIN_MEMORY, MAX_PLUGIN_TABLE_ELEMENTS};
 pub use sonde_core::{
     BufferStats, EventRecord, Manifest, ManifestError, Metric, MetricKind, MetricValue, Mode,
-    PluginCost, PluginReport, PluginState, Report,
+    PluginCost, PluginLimits, PluginReport, PluginState, Report,
 };
 pub use status::{STOPPED_FILE, Status, SwitchedOff, UploadStatus, status, stopped_reason};
 pub use switches::{Off, Source, Switches};

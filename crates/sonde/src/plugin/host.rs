@@ -9,10 +9,8 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 
 use crate::bindings::sonde::collector::{host, types};
 
-/// Log lines a plugin may write per [`LOG_WINDOW`]; the rest are dropped and
-/// counted. A chatty plugin must not fill the host's logs.
-pub(crate) const LOG_LINES_PER_WINDOW: u32 = 10;
-/// The window of the log budget.
+/// The window of the log budget (`limits.log_lines_per_minute`): lines past
+/// it are dropped and counted, so a chatty plugin cannot fill the host's logs.
 pub(crate) const LOG_WINDOW: Duration = Duration::from_secs(60);
 /// Longest log line kept; longer ones are cut.
 pub(crate) const MAX_LOG_LINE: usize = 512;
@@ -73,6 +71,7 @@ pub(crate) struct HostState {
     pub(crate) config: Arc<BTreeMap<String, String>>,
     window_start: Instant,
     lines_in_window: u32,
+    lines_per_window: u32,
     pub(crate) logs_dropped: u64,
 }
 
@@ -81,6 +80,7 @@ impl HostState {
         limits: StoreLimits,
         plugin: Arc<str>,
         config: Arc<BTreeMap<String, String>>,
+        lines_per_window: u32,
     ) -> HostState {
         HostState {
             limiter: Limiter { limits, peak_memory: 0, refused: None },
@@ -88,6 +88,7 @@ impl HostState {
             config,
             window_start: Instant::now(),
             lines_in_window: 0,
+            lines_per_window,
             logs_dropped: 0,
         }
     }
@@ -101,7 +102,7 @@ impl host::Host for HostState {
             self.window_start = Instant::now();
             self.lines_in_window = 0;
         }
-        if self.lines_in_window >= LOG_LINES_PER_WINDOW {
+        if self.lines_in_window >= self.lines_per_window {
             self.logs_dropped += 1;
             return;
         }

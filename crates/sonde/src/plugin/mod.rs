@@ -10,6 +10,7 @@
 //! `InstancePre`; after [`MAX_CONSECUTIVE_FAILURES`] the plugin is `failed`.
 
 mod batch;
+mod health;
 mod host;
 mod info;
 mod series;
@@ -24,6 +25,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
 pub(crate) use self::batch::{BATCH_SIZE, BatchBuilder};
+use self::health::{AfterFailure, FailureKind, Health};
 use self::host::HostState;
 use self::series::Series;
 use crate::bindings::{
@@ -38,18 +40,13 @@ use crate::switches::Off;
 /// many megabytes is not a metric collector.
 pub const MAX_PLUGIN_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Linear memory one plugin instance may grow to.
-pub const MAX_PLUGIN_MEMORY: usize = 64 * 1024 * 1024;
+/// Most linear memory a manifest may grant a plugin (`limits.memory_mb`
+/// caps at 1 GiB); the default is 64 MiB.
+pub const MAX_PLUGIN_MEMORY: usize = 1024 * 1024 * 1024;
 
-/// Table elements one plugin instance may have.
+/// Table elements one plugin instance may have: Rust components need a few
+/// hundred; this stops a table-growth bomb.
 pub const MAX_PLUGIN_TABLE_ELEMENTS: usize = 20_000;
-
-/// Epoch ticks a single call may run: 20 × 10 ms = 200 ms, far beyond what a
-/// batch of [`BATCH_SIZE`] events should take.
-pub const CALL_DEADLINE_TICKS: u64 = 20;
-
-/// Failed calls in a row after which a plugin is stopped for good.
-pub const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 
 /// What loading needs, built once per runtime.
 pub(crate) struct Loader {
@@ -77,9 +74,10 @@ pub(crate) struct Subscription {
 }
 
 struct Live {
-    pre: MetricCollectorPre<HostState>,
     store: Store<HostState>,
     bindings: MetricCollector,
+    /// Epoch ticks one call may take (`limits.call_timeout_ms`).
+    deadline_ticks: u64,
 }
 
 pub(crate) struct Plugin {
@@ -92,7 +90,10 @@ pub(crate) struct Plugin {
     info: Option<PluginInfo>,
     series: Series,
     live: Option<Live>,
-    consecutive_failures: u32,
+    pre: Option<MetricCollectorPre<HostState>>,
+    health: Health,
+    /// When a failed instance is due to be replaced.
+    restart_at: Option<Instant>,
     logs_dropped_before: u64,
     /// Switched off for a while (endpoint directive or local breaker).
     pub(crate) off: Option<Off>,
@@ -102,6 +103,7 @@ pub(crate) struct Plugin {
 
 impl Plugin {
     fn new(spec: PluginSpec, state: PluginState, reason: Option<String>) -> Plugin {
+        let limits = spec.limits;
         Plugin {
             spec,
             state,
@@ -110,9 +112,11 @@ impl Plugin {
             subs: Vec::new(),
             origin: None,
             info: None,
-            series: Series::new(Vec::new()),
+            series: Series::new(Vec::new(), limits),
+            health: Health::new(limits, Instant::now()),
             live: None,
-            consecutive_failures: 0,
+            pre: None,
+            restart_at: None,
             logs_dropped_before: 0,
             off: None,
             muted: BTreeMap::new(),
@@ -127,13 +131,14 @@ impl Plugin {
             return Plugin::new(spec, PluginState::Denied, Some(reason));
         }
         match Plugin::try_load(&spec, loader) {
-            Ok((live, info, origin)) => {
+            Ok((pre, live, info, origin)) => {
                 let mut plugin = Plugin::new(spec, PluginState::Running, None);
                 plugin.subs = subscriptions(&info, &plugin.spec.events);
-                plugin.series = Series::new(info.metrics.clone());
+                plugin.series = Series::new(info.metrics.clone(), plugin.spec.limits);
                 plugin.info = Some(info);
                 plugin.origin = Some(origin);
                 plugin.live = Some(live);
+                plugin.pre = Some(pre);
                 plugin
             }
             Err(reason) => {
@@ -143,7 +148,10 @@ impl Plugin {
         }
     }
 
-    fn try_load(spec: &PluginSpec, loader: &Loader) -> Result<(Live, PluginInfo, Origin), String> {
+    fn try_load(
+        spec: &PluginSpec,
+        loader: &Loader,
+    ) -> Result<(MetricCollectorPre<HostState>, Live, PluginInfo, Origin), String> {
         let wasm = read_plugin_file(spec)?;
         let sha = hex::encode(Sha256::digest(&wasm));
         if sha != spec.sha256 {
@@ -172,16 +180,9 @@ impl Plugin {
             .instantiate_pre(&component)
             .and_then(MetricCollectorPre::new)
             .map_err(|e| format!("does not match the sonde:collector world: {e:#}"))?;
-        let config = Arc::new(spec.config.clone());
-        let mut live = instantiate(pre, &spec.name, config).map_err(|e| describe(&e))?;
-        live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-        let info = live
-            .bindings
-            .sonde_collector_collector()
-            .call_info(&mut live.store)
-            .map_err(|e| format!("`info` failed: {}", describe(&e)))?;
+        let (live, info) = instantiate(&pre, spec).map_err(|e| format!("`info` failed: {e}"))?;
         info::validate(&info).map_err(|e| format!("invalid info: {e}"))?;
-        Ok((live, info, origin))
+        Ok((pre, live, info, origin))
     }
 
     /// Whether the plugin takes calls: loaded, healthy and not switched off.
@@ -195,12 +196,35 @@ impl Plugin {
         self.state == PluginState::Running
     }
 
+    /// Whether events for it are being skipped while it waits for a restart.
+    pub(crate) fn is_restarting(&self) -> bool {
+        self.restart_at.is_some() && self.off.is_none()
+    }
+
+    /// Restarts a failed instance when its backoff is over; returns the
+    /// local breaker's reason when the plugin has been over its CPU budget
+    /// for too long.
+    pub(crate) fn tick(&mut self, now: Instant) -> Option<String> {
+        if self.restart_at.is_some_and(|t| now >= t) {
+            self.restart_at = None;
+            self.restart();
+        }
+        if self.state == PluginState::Running && self.off.is_none() {
+            self.health.over_budget(now)
+        } else {
+            None
+        }
+    }
+
     /// Sends the pending batch of subscription `sub`, then empties it.
     pub(crate) fn deliver(&mut self, sub: usize) {
         let Some(s) = self.subs.get(sub) else { return };
         let len = s.builder.len() as u64;
         if len == 0 {
             return;
+        }
+        if self.is_restarting() {
+            self.cost.events_skipped += len;
         }
         if self.is_running() {
             self.cost.events += len;
@@ -230,56 +254,68 @@ impl Plugin {
         }
     }
 
-    /// Books one call's outcome: time, failures, restarts.
+    /// Books one call's outcome: time, memory, logs, failures.
     fn settle<R>(&mut self, result: Option<(wasmtime::Result<R>, u64)>) -> Option<R> {
         let (result, busy_us) = result?;
         self.cost.calls += 1;
         self.cost.busy_us += busy_us;
-        if let Some(l) = &self.live {
-            let data = l.store.data();
-            self.cost.logs_dropped = self.logs_dropped_before + data.logs_dropped;
-            let peak = data.limiter.peak_memory as u64;
-            self.cost.peak_memory_bytes = self.cost.peak_memory_bytes.max(peak);
-        }
+        self.health.busy(std::time::Duration::from_micros(busy_us));
+        let live = self.live.as_ref()?;
+        let data = live.store.data();
+        self.cost.logs_dropped = self.logs_dropped_before + data.logs_dropped;
+        let peak = data.limiter.peak_memory as u64;
+        self.cost.peak_memory_bytes = self.cost.peak_memory_bytes.max(peak);
         match result {
-            Ok(r) => {
-                self.consecutive_failures = 0;
-                Some(r)
-            }
+            Ok(r) => Some(r),
             Err(e) => {
-                self.fail(describe(&e));
+                let refused = data.limiter.refused.clone();
+                let kind = FailureKind::of(&e, refused.is_some());
+                let reason = match (kind, refused) {
+                    (FailureKind::Memory, Some(note)) => format!("ran out of memory ({note})"),
+                    _ => describe(&e, self.spec.limits.call_timeout_ms),
+                };
+                self.fail(kind, reason);
                 None
             }
         }
     }
 
-    fn fail(&mut self, reason: String) {
+    /// A call failed: the Store is poisoned, drop it; restart now, later, or
+    /// never, as the failure window says.
+    fn fail(&mut self, kind: FailureKind, reason: String) {
         self.cost.failures += 1;
-        self.consecutive_failures += 1;
-        let Some(old) = self.live.take() else { return };
-        self.logs_dropped_before += old.store.data().logs_dropped;
-        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
-            tracing::warn!(plugin = %self.spec.name, "plugin stopped after {} failures in a row: {reason}", self.consecutive_failures);
-            self.stop(format!(
-                "failed {} times in a row; last: {reason}",
-                self.consecutive_failures
-            ));
-            return;
+        kind.count(&mut self.cost.failure_kinds);
+        if let Some(old) = self.live.take() {
+            self.logs_dropped_before += old.store.data().logs_dropped;
         }
-        tracing::debug!(plugin = %self.spec.name, "plugin call failed, restarting: {reason}");
-        let config = Arc::new(self.spec.config.clone());
-        let restarted = instantiate(old.pre, &self.spec.name, config).and_then(|mut live| {
-            live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-            let info = live.bindings.sonde_collector_collector().call_info(&mut live.store)?;
-            Ok((live, info))
-        });
-        match restarted {
+        match self.health.failed(Instant::now()) {
+            AfterFailure::GiveUp(n) => {
+                let window = self.spec.limits.failure_window_secs;
+                tracing::warn!(plugin = %self.spec.name, "plugin stopped after {n} failures in {window} s: {reason}");
+                self.stop(format!("failed {n} times within {window} s; last: {reason}"));
+            }
+            AfterFailure::Restart(delay) if delay.is_zero() => {
+                tracing::debug!(plugin = %self.spec.name, "plugin call failed, restarting: {reason}");
+                self.restart();
+            }
+            AfterFailure::Restart(delay) => {
+                tracing::debug!(plugin = %self.spec.name, "plugin call failed, restarting in {delay:?}: {reason}");
+                self.restart_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    /// A fresh instance from the `InstancePre`, which must say the same
+    /// `info` as the first one.
+    fn restart(&mut self) {
+        let Some(pre) = &self.pre else { return };
+        match instantiate(pre, &self.spec) {
             Ok((live, info)) if Some(&info) == self.info.as_ref() => {
                 self.cost.restarts += 1;
                 self.live = Some(live);
             }
             Ok(_) => self.stop("its `info` changed after a restart".into()),
-            Err(e) => self.stop(format!("could not be restarted: {}", describe(&e))),
+            Err(e) => self.stop(format!("could not be restarted: {e}")),
         }
     }
 
@@ -287,6 +323,8 @@ impl Plugin {
         self.state = PluginState::Failed;
         self.reason = Some(reason);
         self.live = None;
+        self.pre = None;
+        self.restart_at = None;
     }
 
     /// This plugin's part of a report.
@@ -358,7 +396,8 @@ fn run<R>(
     live: &mut Live,
     f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
 ) -> (wasmtime::Result<R>, u64) {
-    live.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+    live.store.set_epoch_deadline(live.deadline_ticks);
+    live.store.data_mut().limiter.refused = None;
     let start = Instant::now();
     let result = f(live);
     (result, u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX))
@@ -401,30 +440,45 @@ fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
     Ok(())
 }
 
+/// A new instance in a new Store under `spec`'s limits, and its `info`.
 fn instantiate(
-    pre: MetricCollectorPre<HostState>,
-    name: &str,
-    config: Arc<std::collections::BTreeMap<String, String>>,
-) -> wasmtime::Result<Live> {
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(MAX_PLUGIN_MEMORY)
+    pre: &MetricCollectorPre<HostState>,
+    spec: &PluginSpec,
+) -> Result<(Live, PluginInfo), String> {
+    let limits = &spec.limits;
+    let store_limits = StoreLimitsBuilder::new()
+        // At most 1 GiB by the manifest's range: fits a usize.
+        .memory_size(limits.memory_bytes as usize)
         .table_elements(MAX_PLUGIN_TABLE_ELEMENTS)
         .trap_on_grow_failure(true)
         .build();
-    let mut store = Store::new(pre.engine(), HostState::new(limits, Arc::from(name), config));
+    let config = Arc::new(spec.config.clone());
+    let state = HostState::new(
+        store_limits,
+        Arc::from(spec.name.as_str()),
+        config,
+        limits.log_lines_per_minute,
+    );
+    let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-    let bindings = pre.instantiate(&mut store)?;
-    Ok(Live { pre, store, bindings })
+    let tick = EPOCH_TICK.as_millis() as u64;
+    let deadline_ticks = limits.call_timeout_ms.div_ceil(tick).max(1);
+    store.set_epoch_deadline(deadline_ticks);
+    let timeout = limits.call_timeout_ms;
+    let bindings = pre.instantiate(&mut store).map_err(|e| describe(&e, timeout))?;
+    let mut live = Live { store, bindings, deadline_ticks };
+    let info = live
+        .bindings
+        .sonde_collector_collector()
+        .call_info(&mut live.store)
+        .map_err(|e| describe(&e, timeout))?;
+    Ok((live, info))
 }
 
 /// A one-line, operator-readable account of a failed call.
-fn describe(e: &wasmtime::Error) -> String {
+fn describe(e: &wasmtime::Error, timeout_ms: u64) -> String {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
-            "ran past its deadline of {} ms",
-            CALL_DEADLINE_TICKS * EPOCH_TICK.as_millis() as u64
-        ),
+        Some(Trap::Interrupt) => format!("ran past its deadline of {timeout_ms} ms"),
         Some(Trap::StackOverflow) => "overflowed its stack".into(),
         Some(Trap::UnreachableCodeReached) => "panicked (trap: unreachable)".into(),
         Some(trap) => format!("trapped: {trap}"),

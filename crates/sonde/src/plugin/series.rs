@@ -2,24 +2,16 @@
 //! its declaration, then folded into cumulative series.
 //!
 //! Plugins return deltas; the host keeps the totals, so a plugin restart
-//! loses at most one collection window. Series per metric are capped: past
-//! [`MAX_SERIES_PER_METRIC`] label sets, new ones fold into a single overflow
-//! series whose every label is [`OVERFLOW_LABEL`], and are counted.
+//! loses at most one collection window. The plugin's limits cap what it may
+//! return: points per collect, label length, and series per metric (past
+//! `max_series_per_metric` label sets, new ones fold into a single overflow
+//! series whose every label is [`OVERFLOW_LABEL`], and are counted).
 
 use std::collections::BTreeMap;
 
-use sonde_core::{Metric, MetricValue as ReportValue, PluginCost};
+use sonde_core::{Metric, MetricValue as ReportValue, PluginCost, PluginLimits};
 
 use crate::bindings::{MetricDecl, MetricKind, MetricPoint, MetricValue};
-
-/// Distinct label sets kept per metric before folding into overflow.
-pub(crate) const MAX_SERIES_PER_METRIC: usize = 1000;
-
-/// Longest label value; longer ones make the point invalid.
-pub(crate) const MAX_LABEL_VALUE: usize = 128;
-
-/// Most points one `collect` may return; the rest are dropped as invalid.
-pub(crate) const MAX_POINTS_PER_COLLECT: usize = 10_000;
 
 /// The label value of the overflow series.
 pub(crate) const OVERFLOW_LABEL: &str = "__overflow__";
@@ -31,21 +23,31 @@ enum Total {
 
 pub(crate) struct Series {
     decls: Vec<MetricDecl>,
+    max_points: usize,
+    max_series: usize,
+    max_label: usize,
     totals: BTreeMap<(u32, Vec<String>), Total>,
     per_metric: Vec<usize>,
 }
 
 impl Series {
-    pub(crate) fn new(decls: Vec<MetricDecl>) -> Series {
+    pub(crate) fn new(decls: Vec<MetricDecl>, limits: PluginLimits) -> Series {
         let per_metric = vec![0; decls.len()];
-        Series { decls, totals: BTreeMap::new(), per_metric }
+        Series {
+            decls,
+            max_points: limits.max_points_per_collect as usize,
+            max_series: limits.max_series_per_metric as usize,
+            max_label: limits.max_label_len as usize,
+            totals: BTreeMap::new(),
+            per_metric,
+        }
     }
 
     /// Checks and folds in the points of one `collect`.
     pub(crate) fn apply(&mut self, points: Vec<MetricPoint>, cost: &mut PluginCost) {
-        let excess = points.len().saturating_sub(MAX_POINTS_PER_COLLECT);
+        let excess = points.len().saturating_sub(self.max_points);
         cost.invalid_points += excess as u64;
-        for point in points.into_iter().take(MAX_POINTS_PER_COLLECT) {
+        for point in points.into_iter().take(self.max_points) {
             if !self.valid(&point) {
                 cost.invalid_points += 1;
                 continue;
@@ -53,7 +55,7 @@ impl Series {
             let metric = point.metric;
             let mut key = (metric, point.labels);
             if !self.totals.contains_key(&key) {
-                if self.per_metric[metric as usize] >= MAX_SERIES_PER_METRIC {
+                if self.per_metric[metric as usize] >= self.max_series {
                     cost.overflow_points += 1;
                     key.1 = vec![OVERFLOW_LABEL.to_string(); key.1.len()];
                 } else {
@@ -87,7 +89,7 @@ impl Series {
             return false;
         };
         if p.labels.len() != decl.label_keys.len()
-            || p.labels.iter().any(|l| l.len() > MAX_LABEL_VALUE || l == OVERFLOW_LABEL)
+            || p.labels.iter().any(|l| l.len() > self.max_label || l == OVERFLOW_LABEL)
         {
             return false;
         }
@@ -174,7 +176,7 @@ mod tests {
 
     #[test]
     fn deltas_accumulate_and_bad_points_are_counted() {
-        let mut s = Series::new(decls());
+        let mut s = Series::new(decls(), PluginLimits::default());
         let mut cost = PluginCost::default();
         s.apply(vec![counter("a", 2.0), counter("a", 3.0), counter("b", 1.0)], &mut cost);
         let hist = |buckets: Vec<u64>, count| MetricPoint {
@@ -209,13 +211,13 @@ mod tests {
 
     #[test]
     fn label_sets_past_the_cap_fold_into_overflow() {
-        let mut s = Series::new(decls());
+        let mut s = Series::new(decls(), PluginLimits::default());
         let mut cost = PluginCost::default();
-        let points = (0..MAX_SERIES_PER_METRIC + 5).map(|i| counter(&i.to_string(), 1.0)).collect();
+        let points = (0..1000 + 5).map(|i| counter(&i.to_string(), 1.0)).collect();
         s.apply(points, &mut cost);
         assert_eq!(cost.overflow_points, 5);
         let m = s.metrics();
-        assert_eq!(m.len(), MAX_SERIES_PER_METRIC + 1);
+        assert_eq!(m.len(), 1000 + 1);
         let overflow = m.iter().find(|m| m.labels["k"] == OVERFLOW_LABEL).expect("overflow series");
         assert_eq!(overflow.value, ReportValue::Scalar { value: 5.0 });
     }
