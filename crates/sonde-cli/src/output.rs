@@ -26,6 +26,28 @@ pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
             println!("  events granted: {}", p.granted_events.join(", "));
             println!("  events received: {}", p.subscribed_events.join(", "));
         }
+        let l = &p.limits;
+        println!(
+            "  limits: {} MiB memory, {} ms per call, {} ms CPU/s (breaker after {} s), {} failures per {} s, {} series per metric",
+            l.memory_bytes >> 20,
+            l.call_timeout_ms,
+            l.cpu_ms_per_sec,
+            l.over_budget_secs,
+            l.max_failures,
+            l.failure_window_secs,
+            l.max_series_per_metric
+        );
+        if p.cost.calls > 0 {
+            let c = &p.cost;
+            println!(
+                "  cost so far: {} events, {} calls, {} µs, peak memory {} KiB, {} failures",
+                c.events,
+                c.calls,
+                c.busy_us,
+                c.peak_memory_bytes / 1024,
+                c.failures
+            );
+        }
         for m in &p.metrics {
             let labels = if m.label_keys.is_empty() {
                 String::new()
@@ -60,15 +82,23 @@ pub(crate) fn print_report(r: &Report) {
         }
         let c = &p.cost;
         println!(
-            "  cost: {} events, {} calls, {} µs, {} failures, {} restarts, {} invalid points, {} overflow points",
+            "  cost: {} events, {} calls, {} µs, peak memory {} KiB, {} failures, {} restarts, {} invalid points, {} overflow points",
             c.events,
             c.calls,
             c.busy_us,
+            c.peak_memory_bytes / 1024,
             c.failures,
             c.restarts,
             c.invalid_points,
             c.overflow_points
         );
+        if c.failures > 0 {
+            let f = &c.failure_kinds;
+            println!(
+                "  failures: {} cpu, {} memory, {} stack, {} panic, {} other; {} events skipped while restarting",
+                f.cpu, f.memory, f.stack, f.panic, f.other, c.events_skipped
+            );
+        }
         for m in &p.metrics {
             let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
             let series = format!("{}{{{}}}", m.name, labels.join(","));

@@ -20,11 +20,11 @@
 
 use std::ops::RangeInclusive;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// The limits one plugin runs under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PluginLimits {
     /// Linear memory per instance, bytes. Default 64 MiB: a collector keeps
     /// counters, not data; range 1 MiB..=1 GiB.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use sonde_core::{MetricKind, PluginState};
+use sonde_core::{MetricKind, PluginCost, PluginLimits, PluginState};
 
 /// One plugin as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,6 +32,10 @@ pub struct PluginOverview {
     pub from_cache: bool,
     /// Declared metrics.
     pub metrics: Vec<DeclaredMetric>,
+    /// The limits it runs under.
+    pub limits: PluginLimits,
+    /// What it has cost so far.
+    pub cost: PluginCost,
 }
 
 /// A metric a plugin declares.

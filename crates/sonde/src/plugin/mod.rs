@@ -387,6 +387,8 @@ impl Plugin {
                         .collect()
                 })
                 .unwrap_or_default(),
+            limits: self.spec.limits,
+            cost: self.cost,
         }
     }
 }
