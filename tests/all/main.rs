@@ -9,4 +9,5 @@ mod delivery;
 mod e2e;
 mod loading;
 mod modes;
+mod reload;
 mod ring;

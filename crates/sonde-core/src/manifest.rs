@@ -118,6 +118,20 @@ pub struct PluginSpec {
     pub limits: PluginLimits,
 }
 
+impl PluginSpec {
+    /// Whether `other` describes the same plugin run the same way (file,
+    /// pin, grant, config, limits), whatever lines it sits on.
+    pub fn same_plugin(&self, other: &PluginSpec) -> bool {
+        self.name == other.name
+            && self.path == other.path
+            && self.sha256 == other.sha256
+            && self.allow == other.allow
+            && self.events == other.events
+            && self.config == other.config
+            && self.limits == other.limits
+    }
+}
+
 /// A manifest that could not be read or is not valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestError {

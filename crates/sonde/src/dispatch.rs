@@ -22,6 +22,7 @@ use crate::overview::PluginOverview;
 use crate::plugin::{BATCH_SIZE, Loader, Plugin};
 use crate::ring::Ring;
 use crate::switches::{FOREVER_UNIX, Off, Source, Switches, unix};
+use sonde_core::PluginState;
 
 /// How long the dispatcher sleeps when the ring is empty. Bounds the delay
 /// before a partial batch reaches the plugins; `record()` never wakes it.
@@ -41,6 +42,8 @@ pub(crate) enum Command {
     Apply(Vec<Directive>, SyncSender<Vec<String>>),
     /// Stop every plugin: telemetry was stopped for good.
     StopAll(String),
+    /// Load a new set of plugin specs beside the running ones and swap.
+    Reload(Vec<PluginSpec>, SyncSender<Vec<String>>),
 }
 
 /// Which subscription of which plugin an event kind feeds, and where each
@@ -60,6 +63,7 @@ pub(crate) struct Dispatcher {
     /// Where switches persist; `None` for an ephemeral runtime.
     state_dir: Option<PathBuf>,
     last_expiry_check: u64,
+    loader: Loader,
 }
 
 impl Dispatcher {
@@ -83,6 +87,7 @@ impl Dispatcher {
             switches,
             state_dir,
             last_expiry_check: 0,
+            loader,
         };
         d.sync_switches();
         loop {
@@ -129,6 +134,10 @@ impl Dispatcher {
                 let applied = self.apply(directives);
                 let _ = reply.send(applied);
             }
+            Command::Reload(specs, reply) => {
+                let changes = self.reload(specs);
+                let _ = reply.send(changes);
+            }
             Command::StopAll(reason) => {
                 self.drain_now();
                 for p in &mut self.plugins {
@@ -142,6 +151,56 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Swaps in a new set of plugins: unchanged ones keep running (and
+    /// their numbers), changed or new ones are loaded beside them, and a
+    /// changed plugin whose new version cannot load keeps its old version.
+    fn reload(&mut self, specs: Vec<PluginSpec>) -> Vec<String> {
+        self.drain_now();
+        let mut old: Vec<Option<Plugin>> =
+            std::mem::take(&mut self.plugins).into_iter().map(Some).collect();
+        let mut changes = Vec::new();
+        for spec in specs {
+            let name = spec.name.clone();
+            let previous = old
+                .iter_mut()
+                .find(|p| p.as_ref().is_some_and(|p| p.spec.name == name))
+                .and_then(Option::take);
+            match previous {
+                Some(mut p) if p.spec.same_plugin(&spec) => {
+                    p.spec = spec; // new line numbers, same plugin
+                    self.plugins.push(p);
+                }
+                previous => {
+                    let fresh = Plugin::load(spec, &self.loader);
+                    let keep_old = previous.as_ref().is_some_and(Plugin::is_switchable)
+                        && matches!(fresh.state, PluginState::Refused | PluginState::Failed);
+                    match previous {
+                        Some(p) if keep_old => {
+                            let why = fresh.reason.clone().unwrap_or_default();
+                            changes.push(format!("kept the running version of `{name}`: the new one was refused: {why}"));
+                            self.plugins.push(p);
+                        }
+                        Some(_) => {
+                            changes
+                                .push(format!("replaced `{name}`: now {}", fresh.state.as_str()));
+                            self.plugins.push(fresh);
+                        }
+                        None => {
+                            changes.push(format!("added `{name}`: {}", fresh.state.as_str()));
+                            self.plugins.push(fresh);
+                        }
+                    }
+                }
+            }
+        }
+        for p in old.into_iter().flatten() {
+            changes.push(format!("removed `{}`", p.spec.name));
+        }
+        self.routes.clear();
+        self.sync_switches();
+        changes
     }
 
     /// Applies endpoint directives to the switches; unknown plugins and

@@ -267,6 +267,16 @@ impl Telemetry {
         }
     }
 
+    /// Re-reads the plugin list from `manifest`: new or changed plugins are
+    /// loaded beside the running ones and swapped in, removed and denied ones
+    /// are dropped, and a changed plugin whose new version fails to load keeps
+    /// its old version running. Returns what changed, in words. Only the
+    /// `[[plugin]]` entries are reloaded; `[telemetry]` changes need a restart.
+    pub fn reload(&self, manifest: &Manifest) -> Result<Vec<String>, Error> {
+        let specs = manifest.plugins.clone();
+        self.ask(|reply| Command::Reload(specs, reply))
+    }
+
     /// Waits until every event recorded before this call has been handed to
     /// the plugins. For tools and tests; a server never needs it.
     pub fn flush(&self) -> Result<(), Error> {
