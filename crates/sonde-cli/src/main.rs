@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 the command ran and found problems (a refused
 //! plugin in `check`); 2 bad usage or an unreadable manifest or events file.
 
+mod bench;
 mod output;
 mod pin;
 
@@ -50,6 +51,21 @@ enum Command {
         #[arg(short, long, value_name = "FILE.jsonl")]
         events: Option<PathBuf>,
     },
+    /// Run one plugin in the production host configuration over events and
+    /// print its cost: time per event, batch latency percentiles, peak memory.
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        /// The plugin to measure (its manifest name).
+        #[arg(long, value_name = "NAME")]
+        plugin: String,
+        /// Events, one JSON object a line; replayed until `--min-events`.
+        #[arg(short, long, value_name = "FILE.jsonl")]
+        events: PathBuf,
+        /// Events to run at least.
+        #[arg(long, default_value_t = 100_000)]
+        min_events: usize,
+    },
     /// Run the allowed plugins over events and print the report they produce.
     Preview {
         #[command(flatten)]
@@ -61,18 +77,18 @@ enum Command {
 }
 
 #[derive(clap::Args, Debug)]
-struct Common {
+pub(crate) struct Common {
     /// The manifest.
     #[arg(short, long, value_name = "FILE")]
-    manifest: PathBuf,
+    pub(crate) manifest: PathBuf,
     /// Output format; `json` is machine-readable (for `preview`, exactly the
     /// bytes a report carries).
     #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    pub(crate) format: Format,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
@@ -102,11 +118,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(c) => list(&c),
         Command::Preview { common, events } => preview(&common, &events),
         Command::Status(c) => status(&c),
+        Command::Bench { common, plugin, events, min_events } => {
+            bench::bench(&common, &plugin, &events, min_events)
+        }
         Command::Send { common, events } => send(&common, events.as_deref()),
     }
 }
 
-fn load(path: &Path) -> Result<Manifest> {
+pub(crate) fn load(path: &Path) -> Result<Manifest> {
     Ok(Manifest::load(path)?)
 }
 

@@ -235,3 +235,26 @@ fn send_in_local_mode_explains_why_nothing_is_sent() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("mode = \"local\""), "{}", text(&out.stderr));
 }
+
+#[test]
+fn bench_measures_one_plugin_in_the_host_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &example_entries());
+    let events = examples_dir().join("events.jsonl");
+    let args =
+        ["bench", "-m", &m, "--plugin", "route-latency", "--events", events.to_str().unwrap()];
+    let out = sonde(&[&args[..], &["--min-events", "5000", "--format", "json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plugin"], "route-latency");
+    assert_eq!(v["events"], 5000);
+    assert_eq!(v["batches"], 5);
+    assert!(v["ns_per_event_in_plugin"].as_f64().unwrap() > 0.0);
+    assert!(
+        v["batch_latency_us"]["p99"].as_f64().unwrap()
+            >= v["batch_latency_us"]["p50"].as_f64().unwrap()
+    );
+    assert!(v["peak_memory_bytes"].as_u64().unwrap() > 0);
+    let out = sonde(&["bench", "-m", &m, "--plugin", "nope", "--events", events.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
