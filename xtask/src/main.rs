@@ -19,6 +19,15 @@ const ALLOWED_IMPORTS: [&str; 2] = ["sonde:collector/host@0.1.0", "sonde:collect
 /// The export every plugin must have.
 const REQUIRED_EXPORT: &str = "sonde:collector/collector@0.1.0";
 
+/// The workspace of the real plugins, and where their components go.
+const PLUGINS: Workspace =
+    Workspace { dir: "plugins", out_dir: "target/plugins", check: ComponentCheck::Plugin };
+
+/// The workspace of the test fixtures (deliberately misbehaving plugins),
+/// and where their components go.
+const FIXTURES: Workspace =
+    Workspace { dir: "tests/fixtures", out_dir: "target/fixtures", check: ComponentCheck::Fixture };
+
 const HELP: &str = "\
 Usage: cargo xtask <COMMAND>
 
@@ -26,8 +35,10 @@ Commands:
   plugins   Build every plugin under plugins/ for wasm32-unknown-unknown, turn each
             into a WebAssembly component and write target/plugins/<crate>.wasm
             (printing its size and sha256)
-  test      Build the plugins, run clippy (host and plugins, -D warnings) and
-            every test of the workspace
+  fixtures  The same for the test fixtures under tests/fixtures/ (hostile plugins),
+            writing target/fixtures/<crate>.wasm
+  test      Build the plugins and the fixtures, run clippy (host, plugins and
+            fixtures, -D warnings) and every test of the workspace
   demo      The whole loop: build the plugins, CLI and collector; check, list
             and preview the example events; send them to a real sonde-collector
             whose cost policy switches an expensive plugin off
@@ -57,9 +68,15 @@ fn run(args: &[String]) -> Result<()> {
         "plugins" => {
             no_args(command, rest)?;
             let root = repo_root()?;
-            let built = build_plugins(&root)?;
+            let built = build_components(&root, &PLUGINS)?;
             print_built(&root, &built);
             check_example_pins(&root, &built);
+            Ok(())
+        }
+        "fixtures" => {
+            no_args(command, rest)?;
+            let root = repo_root()?;
+            print_built(&root, &build_components(&root, &FIXTURES)?);
             Ok(())
         }
         "test" => {
@@ -121,30 +138,37 @@ fn check_example_pins(root: &Path, built: &[BuiltPlugin]) {
 /// `cargo xtask test`: the README's test command.
 fn run_tests(root: &Path) -> Result<()> {
     let start = std::time::Instant::now();
-    print_built(root, &build_plugins(root)?);
+    print_built(root, &build_components(root, &PLUGINS)?);
+    print_built(root, &build_components(root, &FIXTURES)?);
     cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    let plugins = root.join("plugins/Cargo.toml");
+    let plugins = PLUGINS.manifest(root);
     let plugins = plugins.to_str().context("non-UTF-8 repository path")?;
+    let fixtures = FIXTURES.manifest(root);
+    let fixtures = fixtures.to_str().context("non-UTF-8 repository path")?;
     let target = root.join("target");
     let target = target.to_str().context("non-UTF-8 repository path")?;
-    cargo(
-        root,
-        &[
-            "clippy",
-            "--manifest-path",
-            plugins,
-            "--target",
-            WASM_TARGET,
-            "--target-dir",
-            target,
-            "--release",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
+    for manifest in [plugins, fixtures] {
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--manifest-path",
+                manifest,
+                "--target",
+                WASM_TARGET,
+                "--target-dir",
+                target,
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+    }
     cargo(root, &["test", "--workspace"])?;
-    cargo(root, &["test", "--manifest-path", plugins, "--target-dir", target])?;
+    for manifest in [plugins, fixtures] {
+        cargo(root, &["test", "--manifest-path", manifest, "--target-dir", target])?;
+    }
     println!("xtask test: all green in {:.0?}", start.elapsed());
     Ok(())
 }
@@ -153,7 +177,7 @@ fn run_tests(root: &Path) -> Result<()> {
 /// the operator's local view, then delivery to a real `sonde-collector`
 /// whose cost policy switches an expensive plugin off.
 fn demo(root: &Path) -> Result<()> {
-    print_built(root, &build_plugins(root)?);
+    print_built(root, &build_components(root, &PLUGINS)?);
     cargo(root, &["build", "--quiet", "-p", "sonde-cli", "-p", "sonde-collector"])?;
     let sonde = root.join("target/debug/sonde");
     // Copies of examples/sonde.toml in target/demo, re-pinned: the example's
@@ -280,7 +304,39 @@ fn repo_root() -> Result<PathBuf> {
     manifest_dir.parent().map(Path::to_path_buf).context("xtask has no parent directory")
 }
 
-/// A plugin crate of the `plugins/` workspace.
+/// A cargo workspace of wasm crates turned into components: the plugins or
+/// the test fixtures.
+#[derive(Debug)]
+struct Workspace {
+    /// The workspace's directory, relative to the repository root.
+    dir: &'static str,
+    /// Where the components are written, relative to the repository root.
+    out_dir: &'static str,
+    /// How the components are checked.
+    check: ComponentCheck,
+}
+
+impl Workspace {
+    /// The workspace's `Cargo.toml`.
+    fn manifest(&self, root: &Path) -> PathBuf {
+        root.join(self.dir).join("Cargo.toml")
+    }
+}
+
+/// What [`check_component`] requires of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ComponentCheck {
+    /// A real plugin: imports nothing but [`ALLOWED_IMPORTS`] and exports
+    /// [`REQUIRED_EXPORT`].
+    Plugin,
+    /// A test fixture: imports nothing from WASI, and nothing else is
+    /// required. Fixtures break the contract on purpose, and it is the host
+    /// that must catch them (`other-wit` imports and exports the 0.2.0
+    /// interfaces); WASI imports, though, would only mean a broken build.
+    Fixture,
+}
+
+/// A wasm crate of a [`Workspace`].
 #[derive(Debug)]
 struct Plugin {
     /// The crate's package name, e.g. `http-status`.
@@ -307,17 +363,19 @@ struct BuiltPlugin {
     sha256: String,
 }
 
-/// `cargo xtask plugins`: builds, componentizes and checks every plugin.
-fn build_plugins(root: &Path) -> Result<Vec<BuiltPlugin>> {
-    let plugins = discover_plugins(&root.join("plugins"))?;
-    ensure!(!plugins.is_empty(), "no plugin crates under plugins/");
+/// `cargo xtask plugins` and `cargo xtask fixtures`: builds, componentizes
+/// and checks every crate of `workspace`, writing
+/// `<workspace.out_dir>/<crate>.wasm`.
+fn build_components(root: &Path, workspace: &Workspace) -> Result<Vec<BuiltPlugin>> {
+    let plugins = discover_plugins(&root.join(workspace.dir))?;
+    ensure!(!plugins.is_empty(), "no plugin crates under {}/", workspace.dir);
     ensure_wasm_target()?;
 
     let target_dir = root.join("target");
-    cargo_build(root, &target_dir)?;
+    cargo_build(root, &workspace.manifest(root), &target_dir)?;
 
     let core_dir = target_dir.join(WASM_TARGET).join("release");
-    let out_dir = target_dir.join("plugins");
+    let out_dir = root.join(workspace.out_dir);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let mut built = Vec::new();
@@ -325,15 +383,16 @@ fn build_plugins(root: &Path) -> Result<Vec<BuiltPlugin>> {
         let core_path = core_dir.join(format!("{}.wasm", plugin.stem()));
         let core = std::fs::read(&core_path).with_context(|| {
             format!(
-                "reading {} (is `{}` a member of plugins/Cargo.toml's workspace, \
+                "reading {} (is `{}` a member of {}/Cargo.toml's workspace, \
                  with crate-type = [\"cdylib\"]?)",
                 core_path.display(),
-                plugin.name
+                plugin.name,
+                workspace.dir
             )
         })?;
         let component = componentize(&core)
             .with_context(|| format!("turning `{}` into a component", plugin.name))?;
-        check_component(&component)
+        check_component(&component, workspace.check)
             .with_context(|| format!("checking the component of `{}`", plugin.name))?;
 
         let path = out_dir.join(format!("{}.wasm", plugin.stem()));
@@ -344,11 +403,12 @@ fn build_plugins(root: &Path) -> Result<Vec<BuiltPlugin>> {
     Ok(built)
 }
 
-/// The plugin crates: every directory under `plugins/` holding a
-/// `Cargo.toml`, sorted by name.
+/// The plugin crates: every directory under `dir` (`plugins/` or
+/// `tests/fixtures/`) holding a `Cargo.toml`, sorted by name.
 ///
-/// Symlinks are skipped: `plugins/sonde-sdk` links to the SDK crate (see
-/// `plugins/Cargo.toml` for why), which is a library, not a plugin.
+/// Symlinks are skipped: `plugins/sonde-sdk` (and `tests/fixtures/sonde-sdk`)
+/// links to the SDK crate (see `plugins/Cargo.toml` for why), which is a
+/// library, not a plugin.
 fn discover_plugins(dir: &Path) -> Result<Vec<Plugin>> {
     let mut plugins = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -423,12 +483,13 @@ fn ensure_wasm_target() -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release` of the plugins workspace for the wasm target.
+/// `cargo build --release` of the workspace of `manifest` (the plugins' or
+/// the fixtures') for the wasm target.
 ///
 /// The repository root and `CARGO_HOME` are remapped in every path the
 /// compiler embeds, so the bytes do not depend on where the repository is
 /// checked out or where cargo keeps its registry.
-fn cargo_build(root: &Path, target_dir: &Path) -> Result<()> {
+fn cargo_build(root: &Path, manifest: &Path, target_dir: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut flags = vec![remap(root, "/sonde")];
     if let Some(home) = cargo_home() {
@@ -440,15 +501,15 @@ fn cargo_build(root: &Path, target_dir: &Path) -> Result<()> {
         .current_dir(root)
         .args(["build", "--release", "--target", WASM_TARGET])
         .arg("--manifest-path")
-        .arg(root.join("plugins").join("Cargo.toml"))
+        .arg(manifest)
         .arg("--target-dir")
         .arg(target_dir)
         // The flags are ours alone: anything inherited would change the bytes.
         .env_remove("RUSTFLAGS")
         .env("CARGO_ENCODED_RUSTFLAGS", encoded)
         .status()
-        .context("running cargo build for the plugins")?;
-    ensure!(status.success(), "building the plugins failed");
+        .with_context(|| format!("running cargo build for {}", manifest.display()))?;
+    ensure!(status.success(), "building {} failed", manifest.display());
     Ok(())
 }
 
@@ -475,10 +536,10 @@ fn componentize(core: &[u8]) -> Result<Vec<u8>> {
     wit_component::ComponentEncoder::default().module(core)?.validate(true).encode()
 }
 
-/// Checks that a component imports nothing but the contract's `host` (and
-/// `types`) interfaces, in particular nothing from WASI, and exports the
-/// `collector` interface.
-fn check_component(component: &[u8]) -> Result<()> {
+/// Checks that a component imports nothing from WASI and, for a real plugin
+/// ([`ComponentCheck::Plugin`]), nothing but the contract's `host` (and
+/// `types`) interfaces, and that it exports the `collector` interface.
+fn check_component(component: &[u8], check: ComponentCheck) -> Result<()> {
     let decoded = wit_component::decode(component).context("decoding the component")?;
     let wit_component::DecodedWasm::Component(resolve, world) = decoded else {
         bail!("not a component");
@@ -492,6 +553,9 @@ fn check_component(component: &[u8]) -> Result<()> {
         "the plugin imports WASI ({wasi:?}); plugins must be built for {WASM_TARGET} \
          and use nothing but sonde:collector/host"
     );
+    if check == ComponentCheck::Fixture {
+        return Ok(());
+    }
     let unexpected: Vec<&String> =
         imports.iter().filter(|i| !ALLOWED_IMPORTS.contains(&i.as_str())).collect();
     ensure!(
