@@ -7,6 +7,7 @@
 mod collectors;
 mod delivery;
 mod e2e;
+mod hostile;
 mod loading;
 mod modes;
 mod reload;

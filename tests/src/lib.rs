@@ -26,6 +26,18 @@ pub fn plugin(file: &str) -> PathBuf {
     path
 }
 
+/// A hostile fixture built by `cargo xtask fixtures` (e.g. `hostile.wasm`).
+pub fn fixture(file: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures").join(file);
+    assert!(path.exists(), "{} is missing: run `cargo xtask fixtures` first", path.display());
+    path
+}
+
+/// A manifest entry running the hostile fixture in `mode`.
+pub fn hostile(name: &str, mode: &str) -> Entry {
+    Entry::new(name, fixture("hostile.wasm")).config("mode", mode)
+}
+
 /// The repository's `examples/` folder.
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -51,6 +63,8 @@ pub struct Entry {
     pub events: Vec<String>,
     /// Config values.
     pub config: Vec<(String, String)>,
+    /// `[plugin.limits]` lines, e.g. `max_failures = 2`.
+    pub limits: Vec<String>,
 }
 
 impl Entry {
@@ -63,7 +77,14 @@ impl Entry {
             allow: true,
             events: vec!["http.request".into()],
             config: vec![],
+            limits: vec![],
         }
+    }
+
+    /// With a `[plugin.limits]` line.
+    pub fn limit(mut self, line: &str) -> Entry {
+        self.limits.push(line.into());
+        self
     }
 
     /// With a config value.
@@ -105,6 +126,12 @@ pub fn write_manifest(dir: &Path, telemetry: &str, entries: &[Entry]) -> PathBuf
             text.push_str("[plugin.config]\n");
             for (k, v) in &e.config {
                 let _ = writeln!(text, "{k} = {v:?}");
+            }
+        }
+        if !e.limits.is_empty() {
+            text.push_str("[plugin.limits]\n");
+            for l in &e.limits {
+                let _ = writeln!(text, "{l}");
             }
         }
     }

@@ -160,6 +160,9 @@ pub struct PluginReport {
     /// When a `disabled` plugin comes back, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// The last failed call, in words (trap, deadline, memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
     /// Metrics left out of reports by an endpoint directive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disabled_metrics: Vec<DisabledMetric>,
@@ -195,6 +198,10 @@ pub struct PluginCost {
     pub restarts: u64,
     /// Metric points dropped because they did not match the declaration.
     pub invalid_points: u64,
+    /// Metric points dropped because one `collect` returned more than
+    /// `limits.max_points_per_collect`.
+    #[serde(default)]
+    pub excess_points: u64,
     /// Metric points folded into the overflow series (label cardinality).
     pub overflow_points: u64,
     /// Log lines dropped by the rate limit.
@@ -319,6 +326,7 @@ mod tests {
                 reason: None,
                 until: None,
                 disabled_metrics: vec![],
+                last_failure: None,
                 cost: PluginCost::default(),
                 metrics: vec![
                     Metric {

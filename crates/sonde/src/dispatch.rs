@@ -309,7 +309,14 @@ impl Dispatcher {
             if p.off.as_ref().is_some_and(|o| o.until_unix == FOREVER_UNIX) {
                 continue; // stopped for good
             }
-            p.off = self.switches.plugins.get(&p.spec.name).filter(|_| p.is_switchable()).cloned();
+            let off =
+                self.switches.plugins.get(&p.spec.name).filter(|_| p.is_switchable()).cloned();
+            if off.is_some() && p.off.is_none() {
+                // Last collection before it goes quiet: what it counted
+                // from the events it already received stays in reports.
+                p.collect();
+            }
+            p.off = off;
             p.muted = self.switches.metrics.get(&p.spec.name).cloned().unwrap_or_default();
         }
     }

@@ -50,8 +50,8 @@ pub use event::{
 pub use overview::{DeclaredMetric, PluginOverview};
 pub use plugin::{MAX_PLUGIN_BYTES, MAX_PLUGIN_MEMORY, MAX_PLUGIN_TABLE_ELEMENTS};
 pub use sonde_core::{
-    BufferStats, EventRecord, Manifest, ManifestError, Metric, MetricKind, MetricValue, Mode,
-    PluginCost, PluginLimits, PluginReport, PluginState, Report,
+    BufferStats, EventRecord, FailureCounts, Manifest, ManifestError, Metric, MetricKind,
+    MetricValue, Mode, PluginCost, PluginLimits, PluginReport, PluginState, Report,
 };
 pub use status::{STOPPED_FILE, Status, SwitchedOff, UploadStatus, status, stopped_reason};
 pub use switches::{Off, Source, Switches};

@@ -61,6 +61,8 @@ pub(crate) enum AfterFailure {
 pub(crate) struct Health {
     limits: PluginLimits,
     failures: VecDeque<Instant>,
+    /// Failures since the last successful call: drives the restart delay.
+    in_a_row: u32,
     window_start: Instant,
     busy_in_window: Duration,
     over_since: Option<Instant>,
@@ -71,6 +73,7 @@ impl Health {
         Health {
             limits,
             failures: VecDeque::new(),
+            in_a_row: 0,
             window_start: now,
             busy_in_window: Duration::ZERO,
             over_since: None,
@@ -84,15 +87,23 @@ impl Health {
             self.failures.pop_front();
         }
         self.failures.push_back(now);
+        self.in_a_row += 1;
         let n = self.failures.len();
         if n >= self.limits.max_failures as usize {
             return AfterFailure::GiveUp(n);
         }
-        let delay = match n {
+        // The delay grows with failures in a row, so a plugin that fails now
+        // and then is restarted at once; the window decides when to give up.
+        let delay = match self.in_a_row as usize {
             0 | 1 => Duration::ZERO,
             n => FIRST_RESTART_DELAY.saturating_mul(1 << (n - 2).min(16)).min(MAX_RESTART_DELAY),
         };
         AfterFailure::Restart(delay)
+    }
+
+    /// Books a successful call.
+    pub(crate) fn succeeded(&mut self) {
+        self.in_a_row = 0;
     }
 
     /// Books `busy` time spent in the plugin.
@@ -151,6 +162,14 @@ mod tests {
         assert_eq!(h.failed(t0), AfterFailure::Restart(FIRST_RESTART_DELAY));
         assert_eq!(h.failed(t0), AfterFailure::Restart(FIRST_RESTART_DELAY * 2));
         assert_eq!(h.failed(t0), AfterFailure::GiveUp(4));
+        let mut h = Health::new(limits(), t0);
+        assert_eq!(h.failed(t0), AfterFailure::Restart(Duration::ZERO));
+        h.succeeded();
+        assert_eq!(
+            h.failed(t0),
+            AfterFailure::Restart(Duration::ZERO),
+            "a success resets the delay"
+        );
         let mut h = Health::new(limits(), t0);
         for i in 0..10 {
             // One failure every 5 s never fills a 10 s window of 4.

@@ -95,6 +95,7 @@ pub(crate) struct Plugin {
     /// When a failed instance is due to be replaced.
     restart_at: Option<Instant>,
     logs_dropped_before: u64,
+    last_failure: Option<String>,
     /// Switched off for a while (endpoint directive or local breaker).
     pub(crate) off: Option<Off>,
     /// Metrics left out of reports for a while.
@@ -118,6 +119,7 @@ impl Plugin {
             pre: None,
             restart_at: None,
             logs_dropped_before: 0,
+            last_failure: None,
             off: None,
             muted: BTreeMap::new(),
         }
@@ -266,7 +268,10 @@ impl Plugin {
         let peak = data.limiter.peak_memory as u64;
         self.cost.peak_memory_bytes = self.cost.peak_memory_bytes.max(peak);
         match result {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                self.health.succeeded();
+                Some(r)
+            }
             Err(e) => {
                 let refused = data.limiter.refused.clone();
                 let kind = FailureKind::of(&e, refused.is_some());
@@ -284,6 +289,7 @@ impl Plugin {
     /// never, as the failure window says.
     fn fail(&mut self, kind: FailureKind, reason: String) {
         self.cost.failures += 1;
+        self.last_failure = Some(reason.clone());
         kind.count(&mut self.cost.failure_kinds);
         if let Some(old) = self.live.take() {
             self.logs_dropped_before += old.store.data().logs_dropped;
@@ -352,6 +358,7 @@ impl Plugin {
                     until: off.until_rfc3339(),
                 })
                 .collect(),
+            last_failure: self.last_failure.clone(),
             cost: self.cost,
             metrics,
         }
@@ -424,6 +431,12 @@ fn read_plugin_file(spec: &PluginSpec) -> Result<Vec<u8>, String> {
 fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
+        if name.starts_with("sonde:collector/") && !ALLOWED_IMPORTS.contains(&name) {
+            return Err(format!(
+                "was built against another version of the sonde:collector WIT (it imports `{}`); this host speaks sonde:collector@0.1.0",
+                info::clip_to(name, 200)
+            ));
+        }
         if !ALLOWED_IMPORTS.contains(&name) {
             return Err(format!(
                 "imports `{}`, which sonde never grants (plugins may import only sonde:collector/host@0.1.0)",

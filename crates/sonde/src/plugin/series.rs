@@ -46,7 +46,7 @@ impl Series {
     /// Checks and folds in the points of one `collect`.
     pub(crate) fn apply(&mut self, points: Vec<MetricPoint>, cost: &mut PluginCost) {
         let excess = points.len().saturating_sub(self.max_points);
-        cost.invalid_points += excess as u64;
+        cost.excess_points += excess as u64;
         for point in points.into_iter().take(self.max_points) {
             if !self.valid(&point) {
                 cost.invalid_points += 1;

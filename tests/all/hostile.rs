@@ -1,0 +1,197 @@
+//! The hostile-plugin suite: every fixture mode of `tests/fixtures/hostile`
+//! next to a well-behaved plugin. For each: the host keeps running, the
+//! neighbour's numbers stay exact, and the report names the offender, its
+//! state and why.
+
+use std::time::{Duration, Instant};
+
+use sonde::{Manifest, MetricValue, PluginReport, PluginState, Report, Telemetry};
+use sonde_tests::{Entry, fixture, hostile, plugin, write_manifest};
+
+static HTTP: sonde::EventKind = sonde::EventKind::new("http.request", &["method", "status"]);
+
+fn start(dir: &std::path::Path, entries: &[Entry]) -> Telemetry {
+    let path = write_manifest(dir, "mode = \"local\"\nstate_dir = \"s\"", entries);
+    Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap()
+}
+
+fn record(t: &Telemetry, n: usize) {
+    for i in 0..n {
+        t.record(HTTP.event().str("method", "GET").int("status", 200 + (i % 2) as i64));
+    }
+    t.flush().unwrap();
+}
+
+fn find<'a>(r: &'a Report, name: &str) -> &'a PluginReport {
+    r.plugins.iter().find(|p| p.name == name).unwrap()
+}
+
+fn scalar(p: &PluginReport, metric: &str) -> f64 {
+    p.metrics
+        .iter()
+        .filter(|m| m.name == metric)
+        .map(|m| match m.value {
+            MetricValue::Scalar { value } => value,
+            MetricValue::Histogram { count, .. } => count as f64,
+        })
+        .sum()
+}
+
+/// The well-behaved neighbour counted every event.
+fn neighbour_is_exact(r: &Report, events: u64) {
+    let good = find(r, "http-status");
+    assert_eq!(good.state, PluginState::Running);
+    assert_eq!(scalar(good, "http.requests"), events as f64, "the neighbour's numbers");
+    assert_eq!(good.cost.failures, 0);
+}
+
+#[test]
+fn traps_are_contained_classified_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        hostile("loop", "loop").limit("call_timeout_ms = 50"),
+        hostile("loop-collect", "loop-collect").limit("call_timeout_ms = 50"),
+        hostile("grow", "grow").limit("memory_mb = 16"),
+        hostile("recurse", "recurse"),
+        hostile("panic", "panic").limit("max_failures = 2"),
+        hostile("trap-collect", "trap-collect"),
+        hostile("well", "well"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 3000);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 3000);
+    assert_eq!(scalar(find(&r, "well"), "hostile.events"), 3000.0);
+
+    type Count = fn(&sonde::FailureCounts) -> u64;
+    let cases: [(&str, Count, &str); 6] = [
+        ("loop", |f| f.cpu, "ran past its deadline of 50 ms"),
+        ("loop-collect", |f| f.cpu, "ran past its deadline"),
+        ("grow", |f| f.memory, "ran out of memory (memory limit"),
+        ("recurse", |f| f.stack, "overflowed its stack"),
+        ("panic", |f| f.panic, "panicked"),
+        ("trap-collect", |f| f.panic, "panicked"),
+    ];
+    for (name, kind, words) in cases {
+        let p = find(&r, name);
+        assert!(kind(&p.cost.failure_kinds) >= 1, "{name}: {:?}", p.cost);
+        let last = p.last_failure.as_deref().unwrap_or_default();
+        assert!(last.contains(words), "{name}: {last}");
+    }
+    let grow = find(&r, "grow");
+    assert!(
+        grow.cost.peak_memory_bytes <= 16 << 20,
+        "the cap held: {}",
+        grow.cost.peak_memory_bytes
+    );
+    let panic = find(&r, "panic");
+    assert_eq!(panic.state, PluginState::Failed);
+    assert!(
+        panic.reason.as_deref().unwrap_or_default().starts_with("failed 2 times within 300 s"),
+        "{panic:?}"
+    );
+    assert!(
+        find(&r, "loop").cost.events_skipped > 0 || find(&r, "loop").state == PluginState::Failed
+    );
+
+    // The host still takes events and the neighbour still counts them.
+    record(&t, 500);
+    neighbour_is_exact(&t.report().unwrap(), 3500);
+}
+
+#[test]
+fn bad_output_is_dropped_and_counted_per_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        hostile("flood", "flood"),
+        hostile("cardinality", "cardinality"),
+        hostile("nan", "nan"),
+        hostile("undeclared", "undeclared"),
+        hostile("huge-strings", "huge-strings"),
+        hostile("log-spam", "log-spam"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 40);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 40);
+
+    let flood = find(&r, "flood");
+    assert_eq!(flood.cost.excess_points, 40_000, "{:?}", flood.cost);
+    let card = find(&r, "cardinality");
+    assert_eq!(card.cost.overflow_points, 4000);
+    assert_eq!(card.metrics.len(), 1001, "1000 series and the overflow series");
+    assert!(card.metrics.iter().any(|m| m.labels.values().any(|v| v == "__overflow__")));
+    let nan = find(&r, "nan");
+    assert_eq!(nan.cost.invalid_points, 3);
+    assert_eq!(scalar(nan, "hostile.events"), 40.0, "the valid point is kept");
+    let undeclared = find(&r, "undeclared");
+    assert_eq!(undeclared.cost.invalid_points, 4);
+    assert_eq!(scalar(undeclared, "hostile.events"), 40.0);
+    let huge = find(&r, "huge-strings");
+    assert!(huge.cost.invalid_points >= 1);
+    assert!(huge.cost.logs_dropped >= 90, "{:?}", huge.cost);
+    assert!(r.to_json().len() < 1 << 20, "no megabyte label reached the report");
+    assert!(find(&r, "log-spam").cost.logs_dropped >= 990);
+    for p in &r.plugins {
+        assert_eq!(p.state, PluginState::Running, "{}: bad output does not stop a plugin", p.name);
+    }
+}
+
+#[test]
+fn plugins_that_cannot_be_trusted_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        hostile("huge-info", "huge-info"),
+        Entry::new("other-wit", fixture("other_wit.wasm")),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 10);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 10);
+    let info = find(&r, "huge-info");
+    assert_eq!(info.state, PluginState::Refused);
+    assert!(
+        info.reason.as_deref().unwrap_or_default().contains("declares 10000 metrics, at most 64")
+    );
+    let other = find(&r, "other-wit");
+    assert_eq!(other.state, PluginState::Refused);
+    let reason = other.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("another version of the sonde:collector WIT"), "{reason}");
+}
+
+#[test]
+fn a_slow_plugin_is_switched_off_locally_when_over_its_cpu_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        hostile("slow", "slow")
+            .config("slow_rounds", "20000")
+            .limit("cpu_ms_per_sec = 5")
+            .limit("over_budget_secs = 1")
+            .limit("disable_secs = 600"),
+    ];
+    let t = start(dir.path(), &entries);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0;
+    let slow = loop {
+        record(&t, 256);
+        sent += 256;
+        let r = t.report().unwrap();
+        let slow = find(&r, "slow").clone();
+        if slow.state == PluginState::Disabled || Instant::now() > deadline {
+            neighbour_is_exact(&r, sent);
+            break slow;
+        }
+    };
+    assert_eq!(slow.state, PluginState::Disabled, "{slow:?}");
+    assert!(slow.reason.as_deref().unwrap_or_default().starts_with("expensive:"), "{slow:?}");
+    assert!(slow.until.is_some());
+    assert_eq!(slow.cost.failures, 0, "slow but correct: no failure");
+    assert_eq!(scalar(&slow, "hostile.events"), slow.cost.events as f64, "its numbers were right");
+    let status = sonde::status(&Manifest::load(&dir.path().join("sonde.toml")).unwrap());
+    assert_eq!(status.switched_off.len(), 1);
+    assert_eq!(status.switched_off[0].source, sonde::Source::Local);
+}
