@@ -195,3 +195,28 @@ fn a_slow_plugin_is_switched_off_locally_when_over_its_cpu_budget() {
     assert_eq!(status.switched_off.len(), 1);
     assert_eq!(status.switched_off[0].source, sonde::Source::Local);
 }
+
+#[test]
+fn record_never_waits_for_a_stuck_plugin() {
+    // A plugin that loops for up to 1.5 s per call holds the dispatcher; the
+    // host's record() must not notice: it fills the ring and counts drops.
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [hostile("loop", "loop").limit("call_timeout_ms = 1500")];
+    let path = write_manifest(
+        dir.path(),
+        "mode = \"local\"\nbuffer_capacity = 1024\nstate_dir = \"s\"",
+        &entries,
+    );
+    let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
+    t.plugins().unwrap();
+    for i in 0..200_000 {
+        t.record(HTTP.event().str("method", "GET").int("status", 200 + (i % 2) as i64));
+    }
+    // All 200 000 calls returned while the plugin was still stuck in its
+    // first 1.5 s call: most events were dropped and counted, none blocked.
+    let r = t.report().unwrap();
+    assert_eq!(r.buffer.recorded, 200_000);
+    assert_eq!(r.buffer.processed + r.buffer.dropped, 200_000);
+    assert!(r.buffer.dropped >= 200_000 - 3 * 1024, "{:?}", r.buffer);
+    assert!(find(&r, "loop").cost.failure_kinds.cpu >= 1);
+}

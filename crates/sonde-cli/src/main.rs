@@ -187,7 +187,7 @@ fn status(c: &Common) -> Result<ExitCode> {
     let status = sonde::status(&manifest);
     match c.format {
         Format::Json => output::print_json(&status),
-        Format::Text => output::print_status(&status),
+        Format::Text => output::print_status(&status, &manifest),
     }
     Ok(ExitCode::SUCCESS)
 }

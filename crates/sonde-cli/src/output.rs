@@ -121,7 +121,7 @@ pub(crate) fn print_report(r: &Report) {
     }
 }
 
-pub(crate) fn print_status(s: &Status) {
+pub(crate) fn print_status(s: &Status, manifest: &sonde::Manifest) {
     let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_string());
     match &s.off_because {
         Some(why) => println!("mode:        off ({why})"),
@@ -157,6 +157,42 @@ pub(crate) fn print_status(s: &Status) {
             sonde::Source::Local => "the local cost breaker",
         };
         println!("switched off: {what} until {} by {by}: {}", o.until, o.reason);
+    }
+    for spec in &manifest.plugins {
+        let summary = s.plugins.iter().find(|p| p.name == spec.name);
+        let state =
+            summary.map_or(if spec.allow { "not run yet" } else { "denied" }, |p| p.state.as_str());
+        println!("plugin {}: {state}", spec.name);
+        if let Some(p) = summary {
+            if let Some(reason) = &p.reason {
+                println!(
+                    "  reason: {reason}{}",
+                    p.until.as_ref().map(|u| format!(" (until {u})")).unwrap_or_default()
+                );
+            }
+            let c = &p.cost;
+            println!(
+                "  cost as of {}: {} events, {} calls, {} µs, peak memory {} KiB, {} failures",
+                p.at,
+                c.events,
+                c.calls,
+                c.busy_us,
+                c.peak_memory_bytes / 1024,
+                c.failures
+            );
+            if let Some(f) = &p.last_failure {
+                println!("  last failure: {f}");
+            }
+        }
+        let l = &spec.limits;
+        println!(
+            "  limits: {} MiB memory, {} ms per call, {} ms CPU/s, {} failures per {} s",
+            l.memory_bytes >> 20,
+            l.call_timeout_ms,
+            l.cpu_ms_per_sec,
+            l.max_failures,
+            l.failure_window_secs
+        );
     }
 }
 

@@ -219,6 +219,9 @@ fn send_prints_the_answer_and_status_shows_what_happened() {
     assert!(stdout.contains("mode:        on"), "{stdout}");
     assert!(stdout.contains("switched off: plugin user-agent until"), "{stdout}");
     assert!(stdout.contains("too costly"), "{stdout}");
+    assert!(stdout.contains("plugin http-status: running"), "{stdout}");
+    assert!(stdout.contains("cost as of") && stdout.contains("40 events"), "{stdout}");
+    assert!(stdout.contains("limits: 64 MiB memory, 200 ms per call"), "{stdout}");
     let out = sonde(&["status", "-m", &m, "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["upload"]["last_success"].is_string(), "{v}");

@@ -125,7 +125,11 @@ impl Dispatcher {
                 for p in &mut self.plugins {
                     p.collect();
                 }
-                let _ = reply.send(self.plugins.iter().map(Plugin::report).collect());
+                let reports: Vec<PluginReport> = self.plugins.iter().map(Plugin::report).collect();
+                if let Some(dir) = &self.state_dir {
+                    crate::status::save_plugins(dir, &reports);
+                }
+                let _ = reply.send(reports);
             }
             Command::Plugins(reply) => {
                 let _ = reply.send(self.plugins.iter().map(Plugin::overview).collect());

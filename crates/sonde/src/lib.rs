@@ -53,7 +53,9 @@ pub use sonde_core::{
     BufferStats, EventRecord, FailureCounts, Manifest, ManifestError, Metric, MetricKind,
     MetricValue, Mode, PluginCost, PluginLimits, PluginReport, PluginState, Report,
 };
-pub use status::{STOPPED_FILE, Status, SwitchedOff, UploadStatus, status, stopped_reason};
+pub use status::{
+    PluginSummary, STOPPED_FILE, Status, SwitchedOff, UploadStatus, status, stopped_reason,
+};
 pub use switches::{Off, Source, Switches};
 pub use telemetry::{Telemetry, TelemetryBuilder, effective_mode};
 pub use upload::SendOutcome;

@@ -13,6 +13,9 @@ use crate::switches::{Source, Switches, unix};
 pub const STOPPED_FILE: &str = "stopped";
 /// File in the state directory with the uploader's last known state.
 pub(crate) const STATUS_FILE: &str = "status.json";
+/// File in the state directory with each plugin's state and cost as of the
+/// last report.
+pub(crate) const PLUGINS_FILE: &str = "plugins.json";
 /// Largest status or stop file read back.
 const MAX_STATE_FILE: u64 = 64 * 1024;
 
@@ -99,6 +102,51 @@ pub struct Status {
     pub upload: UploadStatus,
     /// Plugins and metrics switched off right now.
     pub switched_off: Vec<SwitchedOff>,
+    /// Each plugin as of the last report built (state, reason, cost).
+    pub plugins: Vec<PluginSummary>,
+}
+
+/// One plugin as of the last report: what `sonde status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginSummary {
+    /// Manifest name.
+    pub name: String,
+    /// State then.
+    pub state: sonde_core::PluginState,
+    /// Why it was not running.
+    pub reason: Option<String>,
+    /// Until when it is disabled.
+    pub until: Option<String>,
+    /// The last failed call.
+    pub last_failure: Option<String>,
+    /// Its cost so far.
+    pub cost: sonde_core::PluginCost,
+    /// When this was written, RFC 3339.
+    pub at: String,
+}
+
+impl PluginSummary {
+    pub(crate) fn of(p: &sonde_core::PluginReport, at: &str) -> PluginSummary {
+        PluginSummary {
+            name: p.name.clone(),
+            state: p.state,
+            reason: p.reason.clone(),
+            until: p.until.clone(),
+            last_failure: p.last_failure.clone(),
+            cost: p.cost,
+            at: at.to_string(),
+        }
+    }
+}
+
+/// Keeps the plugin summaries of a report in the state directory.
+pub(crate) fn save_plugins(state_dir: &Path, plugins: &[sonde_core::PluginReport]) {
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let summaries: Vec<PluginSummary> = plugins.iter().map(|p| PluginSummary::of(p, &at)).collect();
+    let bytes = serde_json::to_vec_pretty(&summaries).unwrap_or_default();
+    if let Err(e) = crate::state::write_private(&state_dir.join(PLUGINS_FILE), &bytes) {
+        tracing::debug!("cannot save plugin summaries: {e}");
+    }
 }
 
 /// Reads the status of the runtime `manifest` describes. Writes nothing.
@@ -139,5 +187,11 @@ pub fn status(manifest: &Manifest) -> Status {
         stopped: stopped_reason(dir),
         upload: UploadStatus::load(dir),
         switched_off,
+        plugins: std::fs::metadata(dir.join(PLUGINS_FILE))
+            .ok()
+            .filter(|m| m.len() <= 16 * MAX_STATE_FILE)
+            .and_then(|_| std::fs::read(dir.join(PLUGINS_FILE)).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default(),
     }
 }
