@@ -1,6 +1,7 @@
 //! `sonde bench`: one plugin's cost before it is deployed.
 //!
 //! Runs the plugin alone, in the production host path (ring, dispatcher,
+//! fuel metered for a deterministic figure,
 //! columnar batches, deadlines and limits from the manifest), over the events
 //! file replayed until enough events went through. Each batch is recorded and
 //! flushed on its own, so the flush time is one batch's latency end to end.
@@ -24,6 +25,7 @@ struct BenchResult {
     events: u64,
     batches: usize,
     ns_per_event_in_plugin: f64,
+    fuel_per_event: f64,
     ns_per_event_end_to_end: f64,
     batch_latency_us: Percentiles,
     peak_memory_bytes: u64,
@@ -66,7 +68,8 @@ pub(crate) fn bench(
     if events.is_empty() {
         bail!("no events to replay");
     }
-    let telemetry = Telemetry::builder(manifest).mode(Mode::Local).ephemeral(true).start()?;
+    let telemetry =
+        Telemetry::builder(manifest).mode(Mode::Local).ephemeral(true).fuel(true).start()?;
     let state = telemetry.plugins()?[0].clone();
     if state.state != PluginState::Running {
         bail!("`{plugin}` does not run: {}", state.reason.unwrap_or_default());
@@ -98,6 +101,7 @@ pub(crate) fn bench(
         events: p.cost.events,
         batches: latencies.len(),
         ns_per_event_in_plugin: p.cost.busy_us as f64 * 1000.0 / p.cost.events.max(1) as f64,
+        fuel_per_event: p.cost.fuel as f64 / p.cost.events.max(1) as f64,
         ns_per_event_end_to_end: wall.as_nanos() as f64 / sent.max(1) as f64,
         batch_latency_us: percentiles(latencies),
         peak_memory_bytes: p.cost.peak_memory_bytes,
@@ -113,6 +117,7 @@ pub(crate) fn bench(
                 result.plugin, result.events, result.batches
             );
             println!("  in the plugin:  {:.1} ns per event", result.ns_per_event_in_plugin);
+            println!("  fuel:           {:.1} per event (deterministic)", result.fuel_per_event);
             println!(
                 "  end to end:     {:.1} ns per event (record, dispatch, call, flush)",
                 result.ns_per_event_end_to_end

@@ -253,6 +253,12 @@ fn bench_measures_one_plugin_in_the_host_path() {
     assert_eq!(v["events"], 5000);
     assert_eq!(v["batches"], 5);
     assert!(v["ns_per_event_in_plugin"].as_f64().unwrap() > 0.0);
+    let fuel = v["fuel_per_event"].as_f64().unwrap();
+    assert!(fuel > 1.0, "fuel is metered: {fuel}");
+    // Fuel is deterministic: the same run burns the same fuel.
+    let again = sonde(&[&args[..], &["--min-events", "5000", "--format", "json"]].concat());
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["fuel_per_event"].as_f64().unwrap(), fuel);
     assert!(
         v["batch_latency_us"]["p99"].as_f64().unwrap()
             >= v["batch_latency_us"]["p50"].as_f64().unwrap()

@@ -215,6 +215,10 @@ pub struct PluginCost {
     /// Events not delivered because the plugin was waiting to be restarted.
     #[serde(default)]
     pub events_skipped: u64,
+    /// Fuel burnt (about one unit per WebAssembly instruction); 0 unless
+    /// the runtime meters fuel (`sonde bench`).
+    #[serde(default)]
+    pub fuel: u64,
 }
 
 /// Failed calls by cause.

@@ -18,9 +18,15 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// long before it could touch the host's own stack.
 pub(crate) const MAX_WASM_STACK: usize = 512 * 1024;
 
-/// Builds the shared engine.
-pub(crate) fn new_engine() -> Result<Engine, Error> {
+/// Fuel given to a call when fuel is metered: far more than any call can
+/// burn before its deadline, so fuel only measures and never stops a call.
+pub(crate) const FUEL_PER_CALL: u64 = u64::MAX / 4;
+
+/// Builds the shared engine; `fuel` meters instructions (deterministic cost
+/// for `sonde bench` and tests, a few per cent slower).
+pub(crate) fn new_engine(fuel: bool) -> Result<Engine, Error> {
     let mut config = Config::new();
+    config.consume_fuel(fuel);
     config
         .wasm_component_model(true)
         .epoch_interruption(true)

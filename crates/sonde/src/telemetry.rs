@@ -43,6 +43,7 @@ pub struct TelemetryBuilder {
     manifest: Manifest,
     mode: Option<Mode>,
     ephemeral: bool,
+    fuel: bool,
 }
 
 impl TelemetryBuilder {
@@ -51,6 +52,14 @@ impl TelemetryBuilder {
     /// [`ephemeral`](Self::ephemeral) so nothing is written.
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = Some(mode);
+        self
+    }
+
+    /// Meters every plugin call in fuel (WebAssembly instructions, roughly):
+    /// a deterministic cost, reported as `cost.fuel`. Off by default: it
+    /// slows plugins by a few per cent. `sonde bench` turns it on.
+    pub fn fuel(mut self, fuel: bool) -> Self {
+        self.fuel = fuel;
         self
     }
 
@@ -79,7 +88,7 @@ impl TelemetryBuilder {
             );
             return Ok(Telemetry::off());
         }
-        let engine = engine::new_engine()?;
+        let engine = engine::new_engine(self.fuel)?;
         let mut installation_id = None;
         let (instance_id, cache) = if self.ephemeral {
             (Uuid::new_v4(), None)
@@ -189,7 +198,7 @@ impl std::fmt::Debug for Ring {
 impl Telemetry {
     /// A builder for the runtime `manifest` describes.
     pub fn builder(manifest: Manifest) -> TelemetryBuilder {
-        TelemetryBuilder { manifest, mode: None, ephemeral: false }
+        TelemetryBuilder { manifest, mode: None, ephemeral: false, fuel: false }
     }
 
     /// A handle that records nothing.

@@ -73,6 +73,8 @@ pub(crate) struct HostState {
     lines_in_window: u32,
     lines_per_window: u32,
     pub(crate) logs_dropped: u64,
+    /// Fuel burnt by this instance's calls (when fuel is metered).
+    pub(crate) fuel_used: u64,
 }
 
 impl HostState {
@@ -90,6 +92,7 @@ impl HostState {
             lines_in_window: 0,
             lines_per_window,
             logs_dropped: 0,
+            fuel_used: 0,
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::bindings::{
     ALLOWED_IMPORTS, MetricCollector, MetricCollectorPre, PluginInfo, REQUIRED_EXPORT,
 };
 use crate::cache::{CompileCache, Origin};
-use crate::engine::EPOCH_TICK;
+use crate::engine::{EPOCH_TICK, FUEL_PER_CALL};
 use crate::overview::{DeclaredMetric, PluginOverview};
 use crate::switches::Off;
 
@@ -95,6 +95,7 @@ pub(crate) struct Plugin {
     /// When a failed instance is due to be replaced.
     restart_at: Option<Instant>,
     logs_dropped_before: u64,
+    fuel_before: u64,
     last_failure: Option<String>,
     /// Switched off for a while (endpoint directive or local breaker).
     pub(crate) off: Option<Off>,
@@ -119,6 +120,7 @@ impl Plugin {
             pre: None,
             restart_at: None,
             logs_dropped_before: 0,
+            fuel_before: 0,
             last_failure: None,
             off: None,
             muted: BTreeMap::new(),
@@ -267,6 +269,7 @@ impl Plugin {
         self.cost.logs_dropped = self.logs_dropped_before + data.logs_dropped;
         let peak = data.limiter.peak_memory as u64;
         self.cost.peak_memory_bytes = self.cost.peak_memory_bytes.max(peak);
+        self.cost.fuel = self.fuel_before + data.fuel_used;
         match result {
             Ok(r) => {
                 self.health.succeeded();
@@ -293,6 +296,7 @@ impl Plugin {
         kind.count(&mut self.cost.failure_kinds);
         if let Some(old) = self.live.take() {
             self.logs_dropped_before += old.store.data().logs_dropped;
+            self.fuel_before += old.store.data().fuel_used;
         }
         match self.health.failed(Instant::now()) {
             AfterFailure::GiveUp(n) => {
@@ -407,8 +411,17 @@ fn run<R>(
 ) -> (wasmtime::Result<R>, u64) {
     live.store.set_epoch_deadline(live.deadline_ticks);
     live.store.data_mut().limiter.refused = None;
+    // get_fuel fails when the engine does not meter fuel.
+    let metered = live.store.get_fuel().is_ok();
+    if metered {
+        let _ = live.store.set_fuel(FUEL_PER_CALL);
+    }
     let start = Instant::now();
     let result = f(live);
+    if metered {
+        let left = live.store.get_fuel().unwrap_or(FUEL_PER_CALL);
+        live.store.data_mut().fuel_used += FUEL_PER_CALL - left;
+    }
     (result, u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
@@ -475,6 +488,8 @@ fn instantiate(
         limits.log_lines_per_minute,
     );
     let mut store = Store::new(pre.engine(), state);
+    // Fails harmlessly when the engine does not meter fuel.
+    let _ = store.set_fuel(FUEL_PER_CALL);
     store.limiter(|s| &mut s.limiter);
     let tick = EPOCH_TICK.as_millis() as u64;
     let deadline_ticks = limits.call_timeout_ms.div_ceil(tick).max(1);
