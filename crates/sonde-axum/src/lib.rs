@@ -1,0 +1,158 @@
+//! # sonde for axum and hyper
+//!
+//! [`SondeLayer`] records one [`HTTP_REQUEST`] event per request into a
+//! [`sonde::Telemetry`]: the route *template* (axum's [`MatchedPath`], e.g.
+//! `/users/{id}`; unmatched requests get [`UNMATCHED_ROUTE`]), the method
+//! (one of the standard ones, else `OTHER`), the status, the duration in
+//! microseconds and, only if the operator enables it, the user agent.
+//!
+//! No query string, path parameter, header or client address ever enters an
+//! event: the layer never reads them. Recording is `Telemetry::record`:
+//! no allocation, no lock, no log, never blocks the request.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use sonde::{Manifest, Telemetry};
+//! use sonde_axum::SondeLayer;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let telemetry = Telemetry::builder(Manifest::load("sonde.toml".as_ref())?).start()?;
+//! let app: Router = Router::new()
+//!     .route("/users/{id}", get(|| async { "hi" }))
+//!     .layer(SondeLayer::new(telemetry));
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::MatchedPath;
+use http::{Method, Request, Response};
+use sonde::{EventKind, Telemetry};
+use tower::{Layer, Service};
+
+/// The event kind the layer records.
+pub static HTTP_REQUEST: EventKind =
+    EventKind::new("http.request", &["method", "route", "status", "duration_us", "user_agent"]);
+
+/// The `route` of a request no route matched (404s, scanners): a fixed
+/// placeholder, never the raw path.
+pub const UNMATCHED_ROUTE: &str = "<unmatched>";
+
+/// Records one event per request. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SondeLayer {
+    telemetry: Telemetry,
+    user_agent: bool,
+}
+
+impl SondeLayer {
+    /// A layer recording into `telemetry`, without user agents.
+    pub fn new(telemetry: Telemetry) -> SondeLayer {
+        SondeLayer { telemetry, user_agent: false }
+    }
+
+    /// Also records the `User-Agent` header (cut to the event's text room).
+    /// Off by default: only turn it on when the operator allows it.
+    pub fn with_user_agent(mut self, enabled: bool) -> SondeLayer {
+        self.user_agent = enabled;
+        self
+    }
+}
+
+impl<S> Layer<S> for SondeLayer {
+    type Service = SondeService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SondeService { inner, layer: self.clone() }
+    }
+}
+
+/// The service [`SondeLayer`] wraps around an inner service.
+#[derive(Debug, Clone)]
+pub struct SondeService<S> {
+    inner: S,
+    layer: SondeLayer,
+}
+
+/// The method label: the standard methods by name, anything else `OTHER`.
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+impl<S, B, R> Service<Request<B>> for SondeService<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let mut event = HTTP_REQUEST.event().str("method", method_name(req.method()));
+        let route =
+            req.extensions().get::<MatchedPath>().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+        event = event.str("route", route);
+        if self.layer.user_agent
+            && let Some(ua) =
+                req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok())
+        {
+            event = event.str("user_agent", ua);
+        }
+        ResponseFuture {
+            inner: self.inner.call(req),
+            event: Some(event),
+            start: Instant::now(),
+            telemetry: self.layer.telemetry.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Completes the inner response and records the event.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        event: Option<sonde::Event>,
+        start: Instant,
+        telemetry: Telemetry,
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Some(event) = this.event.take() {
+            let micros = i64::try_from(this.start.elapsed().as_micros()).unwrap_or(i64::MAX);
+            // An error from the inner service is a 500 as far as telemetry goes.
+            let status = result.as_ref().map_or(500, |r| i64::from(r.status().as_u16()));
+            this.telemetry.record(event.int("status", status).int("duration_us", micros));
+        }
+        Poll::Ready(result)
+    }
+}

@@ -1,0 +1,98 @@
+//! The layer in a real axum router, with the real example plugins.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{Request, StatusCode};
+use sonde::{Manifest, MetricValue, Report, Telemetry};
+use sonde_axum::SondeLayer;
+use sonde_tests::{Entry, plugin, write_manifest};
+use tower::ServiceExt;
+
+fn telemetry(dir: &std::path::Path) -> Telemetry {
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        Entry::new("user-agent", plugin("user_agent.wasm")),
+        Entry::new("route-latency", plugin("route_latency.wasm"))
+            .config("routes", "/users/{id},<unmatched>"),
+    ];
+    let path = write_manifest(dir, "mode = \"local\"\nstate_dir = \"s\"", &entries);
+    Telemetry::builder(Manifest::load(&path).unwrap()).ephemeral(true).start().unwrap()
+}
+
+fn app(layer: SondeLayer) -> Router {
+    Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route("/boom", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .layer(layer)
+}
+
+async fn send(app: &Router, uri: &str) -> StatusCode {
+    let req = Request::get(uri).header("user-agent", "curl/8.5.0").body(Body::empty()).unwrap();
+    app.clone().oneshot(req).await.unwrap().status()
+}
+
+fn series(r: &Report, plugin: &str) -> Vec<(String, f64)> {
+    let p = r.plugins.iter().find(|p| p.name == plugin).unwrap();
+    p.metrics
+        .iter()
+        .map(|m| {
+            let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let v = match m.value {
+                MetricValue::Scalar { value } => value,
+                MetricValue::Histogram { count, .. } => count as f64,
+            };
+            (labels.join(","), v)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_request_is_one_event_with_its_route_template_and_nothing_identifying() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = telemetry(dir.path());
+    let app = app(SondeLayer::new(t.clone()));
+    assert_eq!(send(&app, "/users/12345?token=s3cr3t").await, StatusCode::OK);
+    assert_eq!(send(&app, "/users/67890").await, StatusCode::OK);
+    assert_eq!(send(&app, "/admin/passwords").await, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, "/boom").await, StatusCode::INTERNAL_SERVER_ERROR);
+    let r = t.report().unwrap();
+    assert_eq!(r.buffer.recorded, 4);
+    assert_eq!(
+        series(&r, "http-status"),
+        vec![
+            ("method=GET,status_class=2xx".to_string(), 2.0),
+            ("method=GET,status_class=4xx".to_string(), 1.0),
+            ("method=GET,status_class=5xx".to_string(), 1.0),
+        ]
+    );
+    assert_eq!(
+        series(&r, "route-latency"),
+        vec![
+            ("route=/users/{id}".to_string(), 2.0),
+            ("route=<unmatched>".to_string(), 1.0),
+            ("route=other".to_string(), 1.0),
+        ]
+    );
+    assert_eq!(
+        series(&r, "user-agent"),
+        vec![("family=none".to_string(), 4.0)],
+        "user agents are off by default"
+    );
+    let json = String::from_utf8(r.to_json()).unwrap();
+    for secret in ["12345", "67890", "s3cr3t", "token", "admin", "passwords", "curl"] {
+        assert!(!json.contains(secret), "`{secret}` reached the report");
+    }
+}
+
+#[tokio::test]
+async fn user_agents_are_recorded_only_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = telemetry(dir.path());
+    let app = app(SondeLayer::new(t.clone()).with_user_agent(true));
+    send(&app, "/users/1").await;
+    let r = t.report().unwrap();
+    assert_eq!(series(&r, "user-agent"), vec![("family=curl".to_string(), 1.0)]);
+}
