@@ -4,6 +4,8 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
+
+mod demo;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -39,9 +41,10 @@ Commands:
             writing target/fixtures/<crate>.wasm
   test      Build the plugins and the fixtures, run clippy (host, plugins and
             fixtures, -D warnings) and every test of the workspace
-  demo      The whole loop: build the plugins, CLI and collector; check, list
-            and preview the example events; send them to a real sonde-collector
-            whose cost policy switches an expensive plugin off
+  demo      The whole loop: preview the example events, then run the example
+            axum server with sonde embedded against a real sonde-collector,
+            send it real requests, and watch the collector's cost policy
+            switch an expensive plugin off
   help      Print this help
 ";
 
@@ -85,7 +88,9 @@ fn run(args: &[String]) -> Result<()> {
         }
         "demo" => {
             no_args(command, rest)?;
-            demo(&repo_root()?)
+            let root = repo_root()?;
+            print_built(&root, &build_components(&root, &PLUGINS)?);
+            demo::run(&root)
         }
         "help" | "--help" | "-h" => {
             print!("{HELP}");
@@ -99,7 +104,7 @@ fn run(args: &[String]) -> Result<()> {
 }
 
 /// Runs `cargo` with `args` in `root`, failing with the command line.
-fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     eprintln!("+ cargo {}", args.join(" "));
     let status =
@@ -171,126 +176,6 @@ fn run_tests(root: &Path) -> Result<()> {
     }
     println!("xtask test: all green in {:.0?}", start.elapsed());
     Ok(())
-}
-
-/// `cargo xtask demo`: the whole loop on the example plugins and events:
-/// the operator's local view, then delivery to a real `sonde-collector`
-/// whose cost policy switches an expensive plugin off.
-fn demo(root: &Path) -> Result<()> {
-    print_built(root, &build_components(root, &PLUGINS)?);
-    cargo(root, &["build", "--quiet", "-p", "sonde-cli", "-p", "sonde-collector"])?;
-    let sonde = root.join("target/debug/sonde");
-    // Copies of examples/sonde.toml in target/demo, re-pinned: the example's
-    // pins hold for our toolchain; this way the demo also runs on another.
-    let demo_dir = root.join("target/demo");
-    let _ = std::fs::remove_dir_all(&demo_dir);
-    std::fs::create_dir_all(&demo_dir)?;
-    let example = std::fs::read_to_string(root.join("examples/sonde.toml"))?
-        .replace("\"../target/plugins/", "\"../plugins/");
-    let local = demo_dir.join("sonde.toml");
-    std::fs::write(&local, example.replace("\"../target/sonde-state\"", "\"state\""))?;
-    let local = local.to_str().context("non-UTF-8 repository path")?;
-    let events = root.join("examples/events.jsonl");
-    let events = events.to_str().context("non-UTF-8 repository path")?;
-    let step = |title: &str, args: &[&str]| -> Result<()> {
-        println!("\n== {title}\n$ sonde {}", args.join(" "));
-        let status = Command::new(&sonde).args(args).status().context("running sonde")?;
-        ensure!(status.success(), "`sonde {}` failed ({status})", args.join(" "));
-        Ok(())
-    };
-    step("pin the plugins the operator reviewed", &["pin", "-m", local])?;
-    step("check the manifest and every plugin", &["check", "-m", local])?;
-    step("what each plugin is and declares", &["list", "-m", local])?;
-    step(
-        "what would leave this host for the example events",
-        &["preview", "-m", local, "--events", events],
-    )?;
-
-    // A collector on loopback, with a policy that finds user-agent expensive.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let policy = demo_dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        "# Demo policy: any user-agent cost over 0.01 µs per event is \"expensive\".\n\
-         [[rule]]\nplugin = \"user-agent\"\nmax_busy_us_per_event = 0.01\nmin_events = 10\n\
-         disable_for = \"1h\"\nreason = \"expensive: {busy_us_per_event} µs per event\"\n",
-    )?;
-    let log = std::fs::File::create(demo_dir.join("collector.log"))?;
-    let listen = format!("127.0.0.1:{port}");
-    println!(
-        "\n== start the reference collector\n$ sonde-collector --listen {listen} --db target/demo/collector.db --policy target/demo/policy.toml"
-    );
-    let collector = Collector(
-        Command::new(root.join("target/debug/sonde-collector"))
-            .args(["--listen", &listen, "--db"])
-            .arg(demo_dir.join("collector.db"))
-            .arg("--policy")
-            .arg(&policy)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting sonde-collector")?,
-    );
-    wait_for_port(&listen)?;
-    let on = demo_dir.join("sonde-on.toml");
-    std::fs::write(
-        &on,
-        example
-            .replace(
-                "mode = \"local\"",
-                &format!("mode = \"on\"\nendpoint = \"http://{listen}/v1/reports\""),
-            )
-            .replace("\"../target/sonde-state\"", "\"state-on\""),
-    )?;
-    let on = on.to_str().context("non-UTF-8 repository path")?;
-    step("pin the sending manifest too", &["pin", "-m", on])?;
-    step(
-        "send a report: the collector stores it and its policy answers with a directive",
-        &["send", "-m", on, "--events", events],
-    )?;
-    step(
-        "send again: user-agent is disabled and received none of the new events",
-        &["send", "-m", on, "--events", events],
-    )?;
-    step("what the operator sees", &["status", "-m", on])?;
-    let stored = http_get(&listen, "/v1/instances")?;
-    println!("\n== the collector's view\n$ GET /v1/instances\n{stored}");
-    drop(collector);
-    println!(
-        "\ndemo done: 3 sandboxed collectors ran over the example events; one report stayed local \
-         (preview), two went to sonde-collector, whose cost policy switched user-agent off.\n\
-         files: target/demo/ (manifests, state, collector.db, collector.log)"
-    );
-    Ok(())
-}
-
-/// A child process killed when dropped.
-struct Collector(std::process::Child);
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(addr: &str) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        ensure!(std::time::Instant::now() < deadline, "sonde-collector did not start on {addr}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-/// A plain HTTP/1.0 GET on loopback, body only.
-fn http_get(addr: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response.split_once("\r\n\r\n").map_or(response.clone(), |(_, b)| b.to_string()))
 }
 
 fn no_args(command: &str, rest: &[String]) -> Result<()> {
