@@ -214,10 +214,10 @@ fn wait_for(addr: &str, what: &str, done: impl Fn(&[serde_json::Value]) -> bool)
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let instances = json(addr, "/v1/instances")?;
-        if let Some(id) = instances.get(0).and_then(|i| i["instance_id"].as_str()) {
-            if done(&stored(addr, id)?) {
-                return Ok(id.to_string());
-            }
+        if let Some(id) = instances.get(0).and_then(|i| i["instance_id"].as_str())
+            && done(&stored(addr, id)?)
+        {
+            return Ok(id.to_string());
         }
         if Instant::now() > deadline {
             bail!("timed out waiting for {what}");
