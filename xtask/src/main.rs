@@ -45,6 +45,9 @@ Commands:
             axum server with sonde embedded against a real sonde-collector,
             send it real requests, and watch the collector's cost policy
             switch an expensive plugin off
+  scaffold-check
+            Scaffold a plugin with `sonde plugin new`, build it and preview it
+            (part of `test`)
   help      Print this help
 ";
 
@@ -91,6 +94,10 @@ fn run(args: &[String]) -> Result<()> {
             let root = repo_root()?;
             print_built(&root, &build_components(&root, &PLUGINS)?);
             demo::run(&root)
+        }
+        "scaffold-check" => {
+            no_args(command, rest)?;
+            scaffold_check(&repo_root()?)
         }
         "help" | "--help" | "-h" => {
             print!("{HELP}");
@@ -140,6 +147,72 @@ fn check_example_pins(root: &Path, built: &[BuiltPlugin]) {
     }
 }
 
+/// `sonde plugin new` must give a plugin that builds and previews out of the
+/// box: scaffold one into a copy of the plugins workspace, build it, preview.
+fn scaffold_check(root: &Path) -> Result<()> {
+    const SCAFFOLD: Workspace = Workspace {
+        dir: "target/scaffold/plugins",
+        out_dir: "target/scaffold/out",
+        check: ComponentCheck::Plugin,
+    };
+    cargo(root, &["build", "--quiet", "-p", "sonde-cli"])?;
+    let sonde = root.join("target/debug/sonde");
+    let dir = root.join("target/scaffold");
+    let _ = std::fs::remove_dir_all(&dir);
+    let ws = root.join(SCAFFOLD.dir);
+    std::fs::create_dir_all(&ws)?;
+    let text = std::fs::read_to_string(root.join("plugins/Cargo.toml"))?;
+    let members = text
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .context("plugins/Cargo.toml has no members")?;
+    std::fs::write(ws.join("Cargo.toml"), text.replace(members, "members = []"))?;
+    std::fs::copy(root.join("plugins/Cargo.lock"), ws.join("Cargo.lock"))?;
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(root.join("crates/sonde-sdk"), ws.join("sonde-sdk"))?;
+    let status = Command::new(&sonde)
+        .args(["plugin", "new", "scaffold-check", "--dir"])
+        .arg(&ws)
+        .status()?;
+    ensure!(status.success(), "`sonde plugin new` failed");
+    let built = build_components(root, &SCAFFOLD)?;
+    ensure!(built.len() == 1, "expected one scaffolded plugin, built {}", built.len());
+    let manifest = dir.join("sonde.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[telemetry]\nmode = \"local\"\nstate_dir = \"state\"\n\n[[plugin]]\nname = \"scaffold-check\"\n\
+             path = \"out/scaffold_check.wasm\"\nsha256 = \"{}\"\nallow = true\nevents = [\"http.request\"]\n",
+            built[0].sha256
+        ),
+    )?;
+    let out = Command::new(&sonde)
+        .args(["preview", "--format", "json", "-m"])
+        .arg(&manifest)
+        .arg("--events")
+        .arg(root.join("examples/events.jsonl"))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "preview of the scaffold failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let plugin = &report["plugins"][0];
+    let total: f64 = plugin["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["value"].as_f64())
+        .sum();
+    ensure!(
+        plugin["state"] == "running" && total == 40.0,
+        "the scaffolded plugin should count the 40 example events: {plugin}"
+    );
+    println!("scaffold check: `sonde plugin new` builds, loads and counts the 40 example events");
+    Ok(())
+}
+
 /// `cargo xtask test`: the README's test command.
 fn run_tests(root: &Path) -> Result<()> {
     let start = std::time::Instant::now();
@@ -174,6 +247,7 @@ fn run_tests(root: &Path) -> Result<()> {
     for manifest in [plugins, fixtures] {
         cargo(root, &["test", "--manifest-path", manifest, "--target-dir", target])?;
     }
+    scaffold_check(root)?;
     println!("xtask test: all green in {:.0?}", start.elapsed());
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod output;
 mod pin;
+mod scaffold;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,9 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         min_events: usize,
     },
+    /// Plugin authoring: `sonde plugin new NAME` scaffolds a collector.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Run the allowed plugins over events and print the report they produce.
     Preview {
         #[command(flatten)]
@@ -73,6 +77,19 @@ enum Command {
         /// Events, one JSON object a line.
         #[arg(short, long, value_name = "FILE.jsonl")]
         events: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCommand {
+    /// Create a collector crate that builds and previews out of the box, and
+    /// add it to the plugins workspace.
+    New {
+        /// Crate and plugin name, e.g. `status-classes`.
+        name: String,
+        /// The plugins workspace.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
     },
 }
 
@@ -118,6 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(c) => list(&c),
         Command::Preview { common, events } => preview(&common, &events),
         Command::Status(c) => status(&c),
+        Command::Plugin(PluginCommand::New { name, dir }) => scaffold::new_plugin(&name, &dir),
         Command::Bench { common, plugin, events, min_events } => {
             bench::bench(&common, &plugin, &events, min_events)
         }

@@ -267,3 +267,27 @@ fn bench_measures_one_plugin_in_the_host_path() {
     let out = sonde(&["bench", "-m", &m, "--plugin", "nope", "--events", events.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn plugin_new_scaffolds_a_crate_and_joins_the_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("plugins");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("Cargo.toml"), "# mine\n[workspace]\nmembers = [\"a\"]\n").unwrap();
+    let ws_arg = ws.to_str().unwrap();
+    let out = sonde(&["plugin", "new", "my-counter", "--dir", ws_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let workspace = std::fs::read_to_string(ws.join("Cargo.toml")).unwrap();
+    assert!(workspace.starts_with("# mine\n"), "comments kept: {workspace}");
+    assert!(workspace.contains("members = [\"a\", \"my-counter\"]"), "{workspace}");
+    let lib = std::fs::read_to_string(ws.join("my-counter/src/lib.rs")).unwrap();
+    assert!(
+        lib.contains("name: \"my-counter\".into()") && lib.contains("my_counter.requests"),
+        "{lib}"
+    );
+    assert!(lib.contains("sonde_sdk::export_plugin!(Plugin);"));
+    let again = sonde(&["plugin", "new", "my-counter", "--dir", ws_arg]);
+    assert_eq!(again.status.code(), Some(2), "an existing plugin is not overwritten");
+    let bad = sonde(&["plugin", "new", "Bad_Name", "--dir", ws_arg]);
+    assert!(text(&bad.stderr).contains("is not a plugin name"));
+}
