@@ -244,6 +244,16 @@ fn run_tests(root: &Path) -> Result<()> {
         )?;
     }
     cargo(root, &["test", "--workspace"])?;
+    // Every public item is documented (deny(missing_docs)) and the docs
+    // build without a warning.
+    eprintln!("+ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps");
+    let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let status = Command::new(cargo_bin)
+        .args(["doc", "--workspace", "--no-deps", "--quiet"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(root)
+        .status()?;
+    ensure!(status.success(), "`cargo doc` has warnings");
     for manifest in [plugins, fixtures] {
         cargo(root, &["test", "--manifest-path", manifest, "--target-dir", target])?;
     }
