@@ -119,6 +119,29 @@ pub(crate) fn print_report(r: &Report) {
             }
         }
     }
+    print_sources(r);
+}
+
+/// Application metrics attached to the runtime (`app_metrics = true`).
+fn print_sources(r: &Report) {
+    for source in &r.sources {
+        println!();
+        println!(
+            "application metrics from `{}` ({} series folded into overflow)",
+            source.name, source.overflow_series
+        );
+        for m in &source.metrics {
+            let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            match &m.value {
+                MetricValue::Scalar { value } => {
+                    println!("  {}{{{}}} {value}", m.name, labels.join(","))
+                }
+                MetricValue::Histogram { count, sum, .. } => {
+                    println!("  {}{{{}}} count={count} sum={sum}", m.name, labels.join(","))
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn print_status(s: &Status, manifest: &sonde::Manifest) {

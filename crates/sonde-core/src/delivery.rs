@@ -67,6 +67,9 @@ pub struct DeliverySettings {
     /// derived from the random salt in the state directory (copy that salt to
     /// several hosts to group them). Never derived from host facts.
     pub installation_id: bool,
+    /// `app_metrics`, default false: include metrics the host application
+    /// records itself (attached sources such as the `metrics` bridge).
+    pub app_metrics: bool,
 }
 
 impl Default for DeliverySettings {
@@ -86,6 +89,7 @@ impl Default for DeliverySettings {
             retry_initial: Duration::from_secs(30),
             proxy: None,
             installation_id: false,
+            app_metrics: false,
         }
     }
 }

@@ -37,5 +37,5 @@ pub use plugin_limits::PluginLimits;
 pub use report::{
     BufferStats, DeliveryStats, DisabledMetric, FailureCounts, HostFacts, MAX_BATCH_REPORTS,
     MAX_UPLOAD_BYTES, MAX_UPLOAD_DECODED_BYTES, Metric, MetricKind, MetricValue, PluginCost,
-    PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch,
+    PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch, SourceReport,
 };

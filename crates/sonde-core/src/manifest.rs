@@ -179,6 +179,8 @@ struct RawTelemetry {
     proxy: Option<Spanned<String>>,
     #[serde(default)]
     installation_id: bool,
+    #[serde(default)]
+    app_metrics: bool,
 }
 
 #[derive(Deserialize)]
@@ -472,6 +474,7 @@ impl Validator<'_> {
             retry_initial: self.duration(&t.retry_initial, "retry_initial", d.retry_initial)?,
             proxy,
             installation_id: t.installation_id,
+            app_metrics: t.app_metrics,
         })
     }
 

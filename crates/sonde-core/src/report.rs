@@ -37,6 +37,21 @@ pub struct Report {
     /// Delivery counters since start (all zero in `local` mode).
     #[serde(default)]
     pub delivery: DeliveryStats,
+    /// Metrics the host application records itself (e.g. through the
+    /// `metrics` crate bridge), only with `app_metrics = true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceReport>,
+}
+
+/// Metrics from a source inside the host application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceReport {
+    /// The source's name, e.g. `metrics`.
+    pub name: String,
+    /// Registrations folded into overflow series (cardinality cap).
+    pub overflow_series: u64,
+    /// Its series, sorted by name then labels.
+    pub metrics: Vec<Metric>,
 }
 
 /// What happened to reports on their way out.
@@ -355,6 +370,7 @@ mod tests {
                 ],
             }],
             delivery: DeliveryStats::default(),
+            sources: vec![],
         };
         let bytes = report.to_json();
         let back: Report = serde_json::from_slice(&bytes).expect("decodes");

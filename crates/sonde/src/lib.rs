@@ -37,6 +37,7 @@ mod event;
 mod overview;
 mod plugin;
 mod ring;
+mod source;
 mod state;
 mod status;
 mod switches;
@@ -53,6 +54,7 @@ pub use sonde_core::{
     BufferStats, EventRecord, FailureCounts, Manifest, ManifestError, Metric, MetricKind,
     MetricValue, Mode, PluginCost, PluginLimits, PluginReport, PluginState, Report,
 };
+pub use source::{MAX_SOURCES, Source as MetricSource};
 pub use status::{
     PluginSummary, STOPPED_FILE, Status, SwitchedOff, UploadStatus, status, stopped_reason,
 };

@@ -5,7 +5,9 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use sonde_core::{BufferStats, HostFacts, Manifest, Mode, REPORT_SCHEMA_VERSION, Report};
+use sonde_core::{
+    BufferStats, HostFacts, Manifest, Mode, REPORT_SCHEMA_VERSION, Report, SourceReport,
+};
 use uuid::Uuid;
 
 use crate::cache::CompileCache;
@@ -16,6 +18,7 @@ use crate::event::Event;
 use crate::overview::PluginOverview;
 use crate::plugin::Loader;
 use crate::ring::Ring;
+use crate::source::{MAX_SOURCES, Source};
 use crate::state::StateDir;
 use crate::upload::{self, SendOutcome};
 
@@ -125,6 +128,8 @@ impl TelemetryBuilder {
                 installation_id,
                 counters: counters.clone(),
                 uploader: OnceLock::new(),
+                sources: parking_lot::Mutex::new(Vec::new()),
+                app_metrics: settings.delivery.app_metrics,
                 _ticker: Some(ticker),
             }),
         };
@@ -163,6 +168,8 @@ struct Inner {
     installation_id: Option<String>,
     counters: Arc<upload::Counters>,
     uploader: OnceLock<upload::Handle>,
+    sources: parking_lot::Mutex<Vec<(String, Arc<dyn Source>)>>,
+    app_metrics: bool,
     _ticker: Option<Arc<()>>,
 }
 
@@ -213,6 +220,8 @@ impl Telemetry {
                 installation_id: None,
                 counters: Arc::default(),
                 uploader: OnceLock::new(),
+                sources: parking_lot::Mutex::new(Vec::new()),
+                app_metrics: false,
                 _ticker: None,
             }),
         }
@@ -286,6 +295,36 @@ impl Telemetry {
         self.ask(|reply| Command::Reload(specs, reply))
     }
 
+    /// Attaches a source of application metrics under `name`. Its series
+    /// are read when a report is built, and sent only if the manifest says
+    /// `app_metrics = true`. At most [`MAX_SOURCES`] sources; returns false
+    /// past that (or when telemetry is off).
+    pub fn attach(&self, name: &str, source: Arc<dyn Source>) -> bool {
+        if self.inner.ring.is_none() {
+            return false;
+        }
+        let mut sources = self.inner.sources.lock();
+        if sources.len() >= MAX_SOURCES {
+            return false;
+        }
+        sources.push((name.to_string(), source));
+        true
+    }
+
+    fn sources(&self) -> Vec<SourceReport> {
+        if !self.inner.app_metrics {
+            return Vec::new();
+        }
+        let sources = self.inner.sources.lock().clone();
+        sources
+            .iter()
+            .map(|(name, s)| {
+                let (metrics, overflow_series) = s.snapshot();
+                SourceReport { name: name.clone(), overflow_series, metrics }
+            })
+            .collect()
+    }
+
     /// Waits until every event recorded before this call has been handed to
     /// the plugins. For tools and tests; a server never needs it.
     pub fn flush(&self) -> Result<(), Error> {
@@ -321,6 +360,7 @@ impl Telemetry {
             },
             plugins,
             delivery: self.inner.counters.snapshot(),
+            sources: self.sources(),
         })
     }
 }

@@ -194,6 +194,7 @@ mod tests {
             },
             plugins: vec![],
             delivery: Default::default(),
+            sources: vec![],
         }
     }
 
