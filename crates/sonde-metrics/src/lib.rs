@@ -70,9 +70,12 @@ enum Handle {
     Histogram(Arc<Buckets>),
 }
 
+/// A series: kind, name and label pairs.
+type SeriesId = (MetricKind, String, Vec<(String, String)>);
+
 #[derive(Debug, Default)]
 struct Registry {
-    series: BTreeMap<(MetricKind, String, Vec<(String, String)>), Handle>,
+    series: BTreeMap<SeriesId, Handle>,
     overflow: BTreeMap<MetricKind, Handle>,
     overflowed: u64,
 }

@@ -54,10 +54,9 @@ fn start_telemetry(manifest: Option<&PathBuf>) -> Result<Telemetry> {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SONDE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sonde_example_server=info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SONDE_LOG").unwrap_or_else(
+            |_| tracing_subscriber::EnvFilter::new("warn,sonde_example_server=info"),
+        ))
         .init();
     let args = Args::parse();
     let telemetry = start_telemetry(args.manifest.as_ref())?;
