@@ -157,6 +157,7 @@ fn report(instance: Uuid, plugins: Vec<PluginReport>) -> Report {
         },
         plugins,
         delivery: DeliveryStats::default(),
+        sources: vec![],
     }
 }
 

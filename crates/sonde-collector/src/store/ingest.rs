@@ -248,6 +248,7 @@ mod tests {
             },
             plugins: vec![],
             delivery: DeliveryStats::default(),
+            sources: vec![],
         }
     }
 
