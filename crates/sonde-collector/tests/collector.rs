@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sonde_collector::{AdminAccess, CollectorState, Policy, Store};
 use sonde_core::{
-    BufferStats, DeliveryStats, Directive, EndpointResponse, HostFacts, PluginCost, PluginReport,
-    PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch,
+    BufferStats, Directive, EndpointResponse, PluginCost, PluginReport, PluginState, Report,
+    ReportBatch,
 };
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -135,30 +135,9 @@ fn plugin(name: &str, state: PluginState, events: u64, busy_us: u64) -> PluginRe
 }
 
 fn report(instance: Uuid, plugins: Vec<PluginReport>) -> Report {
-    Report {
-        schema: REPORT_SCHEMA_VERSION,
-        report_id: Uuid::new_v4(),
-        instance_id: instance,
-        installation_id: None,
-        timestamp: "2026-11-22T10:00:00Z".into(),
-        host: HostFacts {
-            sonde_version: "0.1.0".into(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            cpus: 2,
-        },
-        buffer: BufferStats {
-            capacity: 1024,
-            recorded: 10,
-            processed: 10,
-            dropped: 0,
-            truncated: 0,
-            invalid_fields: 0,
-        },
-        plugins,
-        delivery: DeliveryStats::default(),
-        sources: vec![],
-    }
+    let buffer =
+        BufferStats { capacity: 1024, recorded: 10, processed: 10, ..BufferStats::default() };
+    Report::new(instance, buffer, plugins)
 }
 
 fn stop(reason: &str) -> Directive {

@@ -72,6 +72,24 @@ pub struct DeliveryStats {
 }
 
 impl Report {
+    /// A new report from this process: fresh `report_id`, `timestamp` now,
+    /// this host's facts, no installation id, no sources, zero delivery
+    /// counters. The caller fills in what it knows besides.
+    pub fn new(instance_id: Uuid, buffer: BufferStats, plugins: Vec<PluginReport>) -> Report {
+        Report {
+            schema: REPORT_SCHEMA_VERSION,
+            report_id: Uuid::new_v4(),
+            instance_id,
+            installation_id: None,
+            timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            host: HostFacts::current(),
+            buffer,
+            plugins,
+            delivery: DeliveryStats::default(),
+            sources: Vec::new(),
+        }
+    }
+
     /// The report as sent: compact JSON.
     pub fn to_json(&self) -> Vec<u8> {
         // A Report holds only strings, numbers, maps with string keys and
@@ -111,9 +129,21 @@ pub struct HostFacts {
     pub cpus: u32,
 }
 
+impl HostFacts {
+    /// This process: sonde's version, OS, architecture, CPUs.
+    pub fn current() -> HostFacts {
+        HostFacts {
+            sonde_version: env!("CARGO_PKG_VERSION").to_string(),
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        }
+    }
+}
+
 /// Ring buffer counters. `recorded = processed + dropped` once the buffer is
 /// drained, which it is when a report is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BufferStats {
     /// Slots in the ring.
     pub capacity: u64,

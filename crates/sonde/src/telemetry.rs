@@ -3,11 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use sonde_core::{
-    BufferStats, HostFacts, Manifest, Mode, REPORT_SCHEMA_VERSION, Report, SourceReport,
-};
+use sonde_core::{BufferStats, Manifest, Mode, Report, SourceReport};
 use uuid::Uuid;
 
 use crate::cache::CompileCache;
@@ -343,33 +341,18 @@ impl Telemetry {
         let ring = self.inner.ring.as_ref().ok_or(Error::Off)?;
         let processed = self.inner.processed.load(Relaxed);
         let dropped = ring.dropped();
-        Ok(Report {
-            schema: REPORT_SCHEMA_VERSION,
-            report_id: Uuid::new_v4(),
-            instance_id: self.inner.instance_id,
-            installation_id: self.inner.installation_id.clone(),
-            timestamp: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            host: host_facts(),
-            buffer: BufferStats {
-                capacity: ring.capacity() as u64,
-                recorded: processed + dropped + ring.len() as u64,
-                processed,
-                dropped,
-                truncated: ring.truncated(),
-                invalid_fields: ring.invalid(),
-            },
-            plugins,
-            delivery: self.inner.counters.snapshot(),
-            sources: self.sources(),
-        })
-    }
-}
-
-fn host_facts() -> HostFacts {
-    HostFacts {
-        sonde_version: env!("CARGO_PKG_VERSION").to_string(),
-        os: std::env::consts::OS.to_string(),
-        arch: std::env::consts::ARCH.to_string(),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        let buffer = BufferStats {
+            capacity: ring.capacity() as u64,
+            recorded: processed + dropped + ring.len() as u64,
+            processed,
+            dropped,
+            truncated: ring.truncated(),
+            invalid_fields: ring.invalid(),
+        };
+        let mut report = Report::new(self.inner.instance_id, buffer, plugins);
+        report.installation_id = self.inner.installation_id.clone();
+        report.delivery = self.inner.counters.snapshot();
+        report.sources = self.sources();
+        Ok(report)
     }
 }

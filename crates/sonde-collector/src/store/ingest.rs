@@ -221,35 +221,12 @@ fn select(
 
 #[cfg(test)]
 mod tests {
-    use sonde_core::{BufferStats, DeliveryStats, HostFacts, MAX_DIRECTIVE_METRICS};
+    use sonde_core::{BufferStats, MAX_DIRECTIVE_METRICS};
 
     use super::*;
 
     fn report(instance: Uuid) -> Report {
-        Report {
-            schema: sonde_core::REPORT_SCHEMA_VERSION,
-            report_id: Uuid::new_v4(),
-            instance_id: instance,
-            installation_id: None,
-            timestamp: "2026-11-22T10:00:00Z".into(),
-            host: HostFacts {
-                sonde_version: "0.1.0".into(),
-                os: "linux".into(),
-                arch: "x86_64".into(),
-                cpus: 1,
-            },
-            buffer: BufferStats {
-                capacity: 16,
-                recorded: 0,
-                processed: 0,
-                dropped: 0,
-                truncated: 0,
-                invalid_fields: 0,
-            },
-            plugins: vec![],
-            delivery: DeliveryStats::default(),
-            sources: vec![],
-        }
+        Report::new(instance, BufferStats { capacity: 16, ..BufferStats::default() }, vec![])
     }
 
     fn ingest(store: &Store, reports: &[Report]) -> Ingested {

@@ -168,34 +168,11 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonde_core::{BufferStats, HostFacts, REPORT_SCHEMA_VERSION};
+    use sonde_core::BufferStats;
     use uuid::Uuid;
 
     fn report() -> Report {
-        Report {
-            schema: REPORT_SCHEMA_VERSION,
-            report_id: Uuid::new_v4(),
-            instance_id: Uuid::nil(),
-            installation_id: None,
-            timestamp: "2026-11-22T00:00:00Z".into(),
-            host: HostFacts {
-                sonde_version: "0".into(),
-                os: "linux".into(),
-                arch: "x".into(),
-                cpus: 1,
-            },
-            buffer: BufferStats {
-                capacity: 1,
-                recorded: 0,
-                processed: 0,
-                dropped: 0,
-                truncated: 0,
-                invalid_fields: 0,
-            },
-            plugins: vec![],
-            delivery: Default::default(),
-            sources: vec![],
-        }
+        Report::new(Uuid::nil(), BufferStats::default(), vec![])
     }
 
     #[test]
