@@ -193,6 +193,51 @@ mod tests {
         assert_eq!(w.used(t0 + H), 30);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_window_ever_holds_more_than_the_limit(
+            limit in 1u64..20,
+            gaps in proptest::collection::vec(0u64..900, 1..200),
+            weights in proptest::collection::vec(1u64..5, 200),
+        ) {
+            let span = Duration::from_secs(3600);
+            let t0 = Instant::now();
+            let mut w = SlidingWindow::new(span, limit * 3);
+            let mut now = t0;
+            let mut admitted: Vec<(Instant, u64)> = Vec::new();
+            for (gap, weight) in gaps.iter().zip(&weights) {
+                now += Duration::from_secs(*gap);
+                // Send whenever the window says so, as the uploader does.
+                if let Some(at) = w.earliest(now, *weight) {
+                    proptest::prop_assert!(at >= now);
+                    if at == now {
+                        w.record(now, *weight);
+                        admitted.push((now, *weight));
+                    }
+                }
+            }
+            for (i, (start, _)) in admitted.iter().enumerate() {
+                let inside: u64 = admitted[i..].iter().take_while(|(t, _)| *t - *start < span).map(|(_, w)| w).sum();
+                proptest::prop_assert!(inside <= limit * 3, "{} in one window", inside);
+            }
+        }
+
+        #[test]
+        fn backoff_waits_stay_between_the_floor_and_the_cap(
+            initial_ms in 1u64..60_000,
+            max_ms in 1u64..3_600_000,
+            units in proptest::collection::vec(0.0f64..1.0, 1..40),
+        ) {
+            let (initial, max) = (Duration::from_millis(initial_ms), Duration::from_millis(max_ms));
+            let mut b = Backoff::new(initial, max);
+            for u in units {
+                let wait = b.next(u);
+                proptest::prop_assert!(wait >= MIN_WAIT);
+                proptest::prop_assert!(wait <= max.max(initial).max(MIN_WAIT));
+            }
+        }
+    }
+
     #[test]
     fn backoff_grows_to_its_cap_with_jitter_and_resets() {
         let mut b = Backoff::new(Duration::from_secs(30), Duration::from_secs(600));
