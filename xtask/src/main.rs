@@ -97,7 +97,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         "scaffold-check" => {
             no_args(command, rest)?;
-            scaffold_check(&repo_root()?)
+            scaffold_check(&repo_root()?, true)
         }
         "help" | "--help" | "-h" => {
             print!("{HELP}");
@@ -149,14 +149,21 @@ fn check_example_pins(root: &Path, built: &[BuiltPlugin]) {
 
 /// `sonde plugin new` must give a plugin that builds and previews out of the
 /// box: scaffold one into a copy of the plugins workspace, build it, preview.
-fn scaffold_check(root: &Path) -> Result<()> {
+///
+/// `build_cli`: build `sonde` first. `test` passes false: `cargo test` has just
+/// built the binary, and a separate `cargo build -p sonde-cli` would resolve
+/// other features and rebuild wasmtime.
+fn scaffold_check(root: &Path, build_cli: bool) -> Result<()> {
     const SCAFFOLD: Workspace = Workspace {
         dir: "target/scaffold/plugins",
         out_dir: "target/scaffold/out",
         check: ComponentCheck::Plugin,
     };
-    cargo(root, &["build", "--quiet", "-p", "sonde-cli"])?;
+    if build_cli {
+        cargo(root, &["build", "--quiet", "-p", "sonde-cli"])?;
+    }
     let sonde = root.join("target/debug/sonde");
+    ensure!(sonde.exists(), "{} is missing: build sonde-cli first", sonde.display());
     let dir = root.join("target/scaffold");
     let _ = std::fs::remove_dir_all(&dir);
     let ws = root.join(SCAFFOLD.dir);
@@ -257,7 +264,7 @@ fn run_tests(root: &Path) -> Result<()> {
     for manifest in [plugins, fixtures] {
         cargo(root, &["test", "--manifest-path", manifest, "--target-dir", target])?;
     }
-    scaffold_check(root)?;
+    scaffold_check(root, false)?;
     println!("xtask test: all green in {:.0?}", start.elapsed());
     Ok(())
 }
