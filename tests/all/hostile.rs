@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use sonde::{Manifest, MetricValue, PluginReport, PluginState, Report, Telemetry};
+use sonde::{Manifest, PluginReport, PluginState, Report, Telemetry};
 use sonde_tests::{Entry, fixture, hostile, plugin, write_manifest};
 
 static HTTP: sonde::EventKind = sonde::EventKind::new("http.request", &["method", "status"]);
@@ -22,19 +22,10 @@ fn record(t: &Telemetry, n: usize) {
     t.flush().unwrap();
 }
 
-fn find<'a>(r: &'a Report, name: &str) -> &'a PluginReport {
-    r.plugins.iter().find(|p| p.name == name).unwrap()
-}
+use sonde_tests::plugin_report as find;
 
 fn scalar(p: &PluginReport, metric: &str) -> f64 {
-    p.metrics
-        .iter()
-        .filter(|m| m.name == metric)
-        .map(|m| match m.value {
-            MetricValue::Scalar { value } => value,
-            MetricValue::Histogram { count, .. } => count as f64,
-        })
-        .sum()
+    sonde_tests::total(p, Some(metric))
 }
 
 /// The well-behaved neighbour counted every event.

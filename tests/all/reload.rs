@@ -1,6 +1,6 @@
 //! Hot reload: plugins come, go and change while the runtime keeps running.
 
-use sonde::{Manifest, MetricValue, PluginState, Telemetry};
+use sonde::{Manifest, PluginState, Telemetry};
 use sonde_tests::{Entry, plugin, write_manifest};
 
 static HTTP: sonde::EventKind =
@@ -11,14 +11,7 @@ fn load(dir: &std::path::Path, entries: &[Entry]) -> Manifest {
 }
 
 fn total(report: &sonde::Report, name: &str) -> f64 {
-    let p = report.plugins.iter().find(|p| p.name == name).unwrap();
-    p.metrics
-        .iter()
-        .map(|m| match m.value {
-            MetricValue::Scalar { value } => value,
-            MetricValue::Histogram { count, .. } => count as f64,
-        })
-        .sum()
+    sonde_tests::total(sonde_tests::plugin_report(report, name), None)
 }
 
 #[test]

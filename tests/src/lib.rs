@@ -38,6 +38,27 @@ pub fn hostile(name: &str, mode: &str) -> Entry {
     Entry::new(name, fixture("hostile.wasm")).config("mode", mode)
 }
 
+/// The part of `report` about plugin `name`; panics if there is none.
+pub fn plugin_report<'a>(
+    report: &'a sonde_core::Report,
+    name: &str,
+) -> &'a sonde_core::PluginReport {
+    report.plugins.iter().find(|p| p.name == name).unwrap()
+}
+
+/// The sum over a plugin's series of `metric` (all metrics when `None`):
+/// counter and gauge values, histogram counts.
+pub fn total(p: &sonde_core::PluginReport, metric: Option<&str>) -> f64 {
+    p.metrics
+        .iter()
+        .filter(|m| metric.is_none_or(|name| m.name == name))
+        .map(|m| match m.value {
+            sonde_core::MetricValue::Scalar { value } => value,
+            sonde_core::MetricValue::Histogram { count, .. } => count as f64,
+        })
+        .sum()
+}
+
 /// The repository's `examples/` folder.
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")

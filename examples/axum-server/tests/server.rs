@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sonde::{MetricValue, PluginState};
+use sonde::PluginState;
 use sonde_tests::{Entry, ScriptedEndpoint, plugin, write_manifest};
 
 fn get(addr: &str, path: &str) -> String {
@@ -61,17 +61,8 @@ fn the_server_reports_its_requests_reloads_on_sighup_and_flushes_on_sigterm() {
     assert_eq!(got.len(), 1, "one last report on shutdown");
     let report = &got[0].batch.reports[0];
     assert_eq!(report.buffer.recorded, 4);
-    let total = |name: &str| -> f64 {
-        let p = report.plugins.iter().find(|p| p.name == name).unwrap();
-        assert_eq!(p.state, PluginState::Running, "{name}");
-        p.metrics
-            .iter()
-            .map(|m| match m.value {
-                MetricValue::Scalar { value } => value,
-                MetricValue::Histogram { count, .. } => count as f64,
-            })
-            .sum()
-    };
+    assert!(report.plugins.iter().all(|p| p.state == PluginState::Running));
+    let total = |name: &str| sonde_tests::total(sonde_tests::plugin_report(report, name), None);
     assert_eq!(total("http-status"), 4.0);
     assert_eq!(total("route-latency"), 2.0, "loaded by SIGHUP, it saw the two later requests");
 }
