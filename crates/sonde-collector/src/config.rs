@@ -120,17 +120,8 @@ struct RawRule {
 impl Policy {
     /// Reads and validates the policy at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let whole = |message: String| PolicyError { at: Location::new(path, 0, None), message };
-        let meta =
-            std::fs::metadata(path).map_err(|e| whole(format!("cannot read policy: {e}")))?;
-        if meta.len() > MAX_POLICY_BYTES {
-            return Err(whole(format!(
-                "{} bytes is over the limit of {MAX_POLICY_BYTES} bytes for a policy",
-                meta.len()
-            )));
-        }
-        let text =
-            std::fs::read_to_string(path).map_err(|e| whole(format!("cannot read policy: {e}")))?;
+        let text = sonde_core::limits::read_capped(path, MAX_POLICY_BYTES, "policy")
+            .map_err(|message| PolicyError { at: Location::new(path, 0, None), message })?;
         Policy::parse(&text, path)
     }
 

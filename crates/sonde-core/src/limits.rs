@@ -50,3 +50,37 @@ pub const MAX_EVENT_FIELDS: usize = 8;
 
 /// Longest field name.
 pub const MAX_FIELD_NAME_LEN: usize = 64;
+
+/// Reads the text file at `path`, refusing one over `max` bytes. Reads at
+/// most `max + 1` bytes whatever the file claims, so a file that grows while
+/// it is read is still refused. `what` names the file in errors
+/// (`"manifest"`).
+pub fn read_capped(path: &std::path::Path, max: u64, what: &str) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {what}: {e}"))?;
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text).map_err(|e| format!("cannot read {what}: {e}"))?;
+    if text.len() as u64 > max {
+        return Err(format!("over the limit of {max} bytes for a {what}"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_capped_takes_up_to_the_limit_and_refuses_more() {
+        let dir = std::env::temp_dir().join(format!("sonde-read-capped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let path = dir.join("f.toml");
+        std::fs::write(&path, "x".repeat(10)).expect("write");
+        assert_eq!(read_capped(&path, 10, "manifest").expect("at the cap").len(), 10);
+        let err = read_capped(&path, 9, "manifest").expect_err("over the cap");
+        assert_eq!(err, "over the limit of 9 bytes for a manifest");
+        let missing = read_capped(&dir.join("nope"), 9, "policy").expect_err("missing");
+        assert!(missing.starts_with("cannot read policy:"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -200,17 +200,8 @@ struct RawPlugin {
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let whole = |message: String| ManifestError { at: Location::new(path, 0, None), message };
-        let meta =
-            std::fs::metadata(path).map_err(|e| whole(format!("cannot read manifest: {e}")))?;
-        if meta.len() > MAX_MANIFEST_BYTES {
-            return Err(whole(format!(
-                "{} bytes is over the limit of {MAX_MANIFEST_BYTES} bytes for a manifest",
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| whole(format!("cannot read manifest: {e}")))?;
+        let text = read_capped(path, MAX_MANIFEST_BYTES, "manifest")
+            .map_err(|message| ManifestError { at: Location::new(path, 0, None), message })?;
         Manifest::parse(&text, path)
     }
 
