@@ -13,7 +13,7 @@ static HTTP: sonde::EventKind = sonde::EventKind::new("http.request", &["method"
 
 /// Starts an `on` runtime sending to `url`; `extra` lines override the
 /// test defaults (short intervals and backoff).
-fn on(dir: &Path, url: &str, extra: &str, entries: &[Entry]) -> Telemetry {
+pub(crate) fn on(dir: &Path, url: &str, extra: &str, entries: &[Entry]) -> Telemetry {
     let defaults = format!(
         "mode = \"on\"\nendpoint = \"{url}\"\nstate_dir = \"state\"\ninterval = \"300ms\"\n\
          min_interval = \"100ms\"\nmax_interval = \"2s\"\nretry_initial = \"100ms\""
@@ -27,7 +27,7 @@ fn on(dir: &Path, url: &str, extra: &str, entries: &[Entry]) -> Telemetry {
     Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap()
 }
 
-fn record(t: &Telemetry, n: usize) {
+pub(crate) fn record(t: &Telemetry, n: usize) {
     for i in 0..n {
         t.record(HTTP.event().str("method", "GET").int("status", 200 + (i % 3) as i64));
     }

@@ -10,5 +10,6 @@ mod e2e;
 mod hostile;
 mod loading;
 mod modes;
+mod otlp;
 mod reload;
 mod ring;

@@ -18,18 +18,36 @@ pub struct Reply {
     /// Extra headers.
     pub headers: Vec<(String, String)>,
     /// Body.
-    pub body: String,
+    pub body: Vec<u8>,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
 }
 
 impl Reply {
     /// `status` with an empty JSON body.
     pub fn status(status: u16) -> Reply {
-        Reply { status, headers: vec![], body: "{}".into() }
+        Reply::ok("{}").with_status(status)
     }
 
     /// 200 with `body`.
     pub fn ok(body: &str) -> Reply {
-        Reply { status: 200, headers: vec![], body: body.into() }
+        Reply {
+            status: 200,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+            content_type: "application/json",
+        }
+    }
+
+    /// 200 with a protobuf `body` (an OTLP response).
+    pub fn protobuf(body: Vec<u8>) -> Reply {
+        Reply { status: 200, headers: vec![], body, content_type: "application/x-protobuf" }
+    }
+
+    /// With another status.
+    pub fn with_status(mut self, status: u16) -> Reply {
+        self.status = status;
+        self
     }
 
     /// With a header.
@@ -44,10 +62,16 @@ impl Reply {
 pub struct Received {
     /// When it arrived (relative to the endpoint's start).
     pub at: Duration,
-    /// The decoded batch.
+    /// The decoded batch (empty when the body is not sonde JSON, e.g. OTLP).
     pub batch: ReportBatch,
+    /// The body after gzip decoding.
+    pub body: Vec<u8>,
     /// Its `Content-Encoding`.
     pub encoding: Option<String>,
+    /// Its `Content-Type`.
+    pub content_type: Option<String>,
+    /// Its `Authorization` header.
+    pub authorization: Option<String>,
 }
 
 #[derive(Default, Debug)]
@@ -137,7 +161,9 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>, start: Instant) {
             return;
         }
         let encoding = header("content-encoding");
-        let json = if encoding.as_deref() == Some("gzip") {
+        let content_type = header("content-type");
+        let authorization = header("authorization");
+        let body = if encoding.as_deref() == Some("gzip") {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut out).unwrap();
             out
@@ -146,22 +172,29 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>, start: Instant) {
         };
         let reply = {
             let mut s = shared.lock().unwrap();
-            let batch: ReportBatch = serde_json::from_slice(&json).expect("a report batch");
-            s.received.push(Received { at: start.elapsed(), batch, encoding });
+            let batch = if content_type.as_deref() == Some("application/json") {
+                serde_json::from_slice(&body).expect("a report batch")
+            } else {
+                ReportBatch { reports: vec![] }
+            };
+            let at = start.elapsed();
+            s.received.push(Received { at, batch, body, encoding, content_type, authorization });
             let fallback = s.fallback.clone().unwrap_or_else(|| Reply::ok("{}"));
             s.script.pop_front().unwrap_or(fallback)
         };
         let mut text = format!(
-            "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
             reply.status,
+            reply.content_type,
             reply.body.len()
         );
         for (k, v) in &reply.headers {
             text.push_str(&format!("{k}: {v}\r\n"));
         }
         text.push_str("\r\n");
-        text.push_str(&reply.body);
-        if out.write_all(text.as_bytes()).is_err() {
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(&reply.body);
+        if out.write_all(&bytes).is_err() {
             return;
         }
     }

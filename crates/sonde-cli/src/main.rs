@@ -77,6 +77,10 @@ enum Command {
         /// Events, one JSON object a line.
         #[arg(short, long, value_name = "FILE.jsonl")]
         events: PathBuf,
+        /// Print the OTLP body instead: the protobuf (before gzip) that a
+        /// `protocol = "otlp"` endpoint receives. Binary: redirect it.
+        #[arg(long)]
+        otlp: bool,
     },
 }
 
@@ -133,7 +137,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(c) => check(&c),
         Command::Pin { manifest, plugins } => pin::pin(&manifest, &plugins),
         Command::List(c) => list(&c),
-        Command::Preview { common, events } => preview(&common, &events),
+        Command::Preview { common, events, otlp } => preview(&common, &events, otlp),
         Command::Status(c) => status(&c),
         Command::Plugin(PluginCommand::New { name, dir }) => scaffold::new_plugin(&name, &dir),
         Command::Bench { common, plugin, events, min_events } => {
@@ -249,7 +253,7 @@ fn send(c: &Common, events: Option<&Path>) -> Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn preview(c: &Common, events: &Path) -> Result<ExitCode> {
+fn preview(c: &Common, events: &Path, otlp: bool) -> Result<ExitCode> {
     let manifest = load(&c.manifest)?;
     let capacity = manifest.telemetry.buffer_capacity;
     // Local, whatever the manifest says: a preview never sends.
@@ -265,6 +269,14 @@ fn preview(c: &Common, events: &Path) -> Result<ExitCode> {
     let telemetry = builder.start()?;
     record_file(&telemetry, events, capacity)?;
     let report = telemetry.report()?;
+    if otlp {
+        let mut out = std::io::stdout().lock();
+        if out.is_terminal() {
+            anyhow::bail!("--otlp writes binary protobuf: redirect it to a file or a pipe");
+        }
+        std::io::Write::write_all(&mut out, &sonde::otlp_body(std::slice::from_ref(&report)))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match c.format {
         Format::Json => {
             let bytes = report.to_json();

@@ -150,7 +150,7 @@ pub(crate) fn print_status(s: &Status, manifest: &sonde::Manifest) {
         Some(why) => println!("mode:        off ({why})"),
         None => println!("mode:        {}", s.mode),
     }
-    println!("endpoint:    {}", or(&s.endpoint, "(none)"));
+    println!("endpoint:    {} ({})", or(&s.endpoint, "(none)"), s.protocol.as_str());
     println!("state dir:   {}", s.state_dir.display());
     println!("instance:    {}", or(&s.instance_id, "(not created yet)"));
     if let Some(reason) = &s.stopped {

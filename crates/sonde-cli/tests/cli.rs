@@ -54,6 +54,28 @@ fn preview_json_prints_exactly_the_report_bytes() {
 }
 
 #[test]
+fn preview_otlp_prints_the_protobuf_an_otlp_endpoint_receives() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &example_entries());
+    let events = examples_dir().join("events.jsonl");
+    let out = sonde(&["preview", "-m", &m, "--events", events.to_str().unwrap(), "--otlp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let request = ExportMetricsServiceRequest::decode(out.stdout.as_slice()).unwrap();
+    let [resource] = request.resource_metrics.as_slice() else {
+        panic!("one report, one resource")
+    };
+    let scopes: Vec<&str> = resource
+        .scope_metrics
+        .iter()
+        .filter_map(|s| s.scope.as_ref().map(|s| s.name.as_str()))
+        .collect();
+    assert_eq!(scopes, ["sonde", "http-status", "user-agent", "route-latency"]);
+    assert!(resource.scope_metrics[1..].iter().all(|s| !s.metrics.is_empty()));
+}
+
+#[test]
 fn preview_text_shows_each_plugin_and_its_series() {
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(dir.path(), &example_entries());

@@ -17,9 +17,16 @@
 //! request_timeout = "30s"
 //! retry_initial = "30s"        # first backoff; doubles, full jitter, up to max_interval
 //! proxy = "http://user:pass@proxy:3128"  # optional; credentials never logged
+//! protocol = "sonde"           # or "otlp": OTLP/HTTP protobuf to an existing metrics engine
+//!
+//! [telemetry.headers]          # optional request headers, e.g. a token; never logged
+//! Authorization = "Bearer ..."
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// Shortest interval, timeout or backoff the manifest may set. Low enough for
 /// tests on loopback; production manifests use minutes.
@@ -33,6 +40,35 @@ pub const MAX_REQUESTS_PER_HOUR_LIMIT: u32 = 3600;
 pub const MAX_BATCH_BYTES_LIMIT: u64 = crate::report::MAX_UPLOAD_DECODED_BYTES;
 /// Most spool files the manifest may allow.
 pub const MAX_SPOOL_FILES_LIMIT: u32 = 100_000;
+
+/// Most entries in `[telemetry.headers]`.
+pub const MAX_HEADERS: usize = 16;
+/// Longest header name plus value in `[telemetry.headers]`, in bytes.
+pub const MAX_HEADER_BYTES: usize = 4096;
+
+/// What the endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Batches of sonde reports as gzip JSON, to `sonde-collector` or
+    /// anything speaking its protocol; the answer may carry directives.
+    #[default]
+    Sonde,
+    /// OTLP/HTTP: the same metrics as a gzip protobuf
+    /// `ExportMetricsServiceRequest`, to any OTLP receiver (an OpenTelemetry
+    /// Collector, VictoriaMetrics, ...). Such endpoints send no directives.
+    Otlp,
+}
+
+impl Protocol {
+    /// `sonde` or `otlp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Sonde => "sonde",
+            Protocol::Otlp => "otlp",
+        }
+    }
+}
 
 /// Where and how reports are sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +106,11 @@ pub struct DeliverySettings {
     /// `app_metrics`, default false: include metrics the host application
     /// records itself (attached sources such as the `metrics` bridge).
     pub app_metrics: bool,
+    /// `protocol`, default `sonde`.
+    pub protocol: Protocol,
+    /// `[telemetry.headers]`: extra request headers (at most
+    /// [`MAX_HEADERS`]), e.g. credentials for an OTLP receiver. Never logged.
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Default for DeliverySettings {
@@ -90,6 +131,8 @@ impl Default for DeliverySettings {
             proxy: None,
             installation_id: false,
             app_metrics: false,
+            protocol: Protocol::Sonde,
+            headers: BTreeMap::new(),
         }
     }
 }

@@ -25,7 +25,9 @@ mod manifest;
 mod plugin_limits;
 mod report;
 
-pub use delivery::{DeliverySettings, is_loopback, redact};
+pub use delivery::{
+    DeliverySettings, MAX_HEADER_BYTES, MAX_HEADERS, Protocol, is_loopback, redact,
+};
 pub use directive::{
     Directive, EndpointResponse, MAX_DIRECTIVE_METRICS, MAX_DIRECTIVE_TEXT, MAX_DIRECTIVES,
     MAX_DISABLE_SECS, MAX_RESPONSE_BYTES, MIN_DISABLE_SECS, ParsedResponse,

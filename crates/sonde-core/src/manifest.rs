@@ -32,8 +32,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::delivery::{
-    DeliverySettings, MAX_BATCH_BYTES_LIMIT, MAX_DURATION, MAX_REQUESTS_PER_HOUR_LIMIT,
-    MAX_SPOOL_FILES_LIMIT, MIN_DURATION, is_loopback,
+    DeliverySettings, MAX_BATCH_BYTES_LIMIT, MAX_DURATION, MAX_HEADER_BYTES, MAX_HEADERS,
+    MAX_REQUESTS_PER_HOUR_LIMIT, MAX_SPOOL_FILES_LIMIT, MIN_DURATION, Protocol, is_loopback,
 };
 use crate::limits::*;
 use crate::location::Location;
@@ -181,6 +181,8 @@ struct RawTelemetry {
     installation_id: bool,
     #[serde(default)]
     app_metrics: bool,
+    protocol: Option<Spanned<Protocol>>,
+    headers: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +364,42 @@ impl Validator<'_> {
         Ok(*v.get_ref())
     }
 
+    fn headers(
+        &self,
+        v: &Option<Spanned<BTreeMap<String, String>>>,
+    ) -> Result<BTreeMap<String, String>, ManifestError> {
+        let Some(v) = v else { return Ok(BTreeMap::new()) };
+        let key = "telemetry.headers".to_string();
+        if v.get_ref().len() > MAX_HEADERS {
+            let msg = format!("at most {MAX_HEADERS} headers");
+            return Err(self.err(v, key, msg));
+        }
+        for (name, value) in v.get_ref() {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            // Visible ASCII and spaces only: no line breaks to smuggle headers.
+            let visible = value.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+            let reserved = ["content-type", "content-encoding", "content-length", "host"]
+                .iter()
+                .any(|r| name.eq_ignore_ascii_case(r));
+            let msg = if !token {
+                format!("{name:?} is not a valid header name")
+            } else if reserved {
+                format!("{name} is set by sonde and cannot be overridden")
+            } else if !visible {
+                format!("the value of {name} must be printable ASCII")
+            } else if name.len() + value.len() > MAX_HEADER_BYTES {
+                format!("{name} is longer than {MAX_HEADER_BYTES} bytes")
+            } else {
+                continue;
+            };
+            return Err(self.err(v, format!("{key}.{name}"), msg));
+        }
+        Ok(v.get_ref().clone())
+    }
+
     fn url(&self, v: &Spanned<String>, key: &str) -> Result<url::Url, ManifestError> {
         let key = format!("telemetry.{key}");
         url::Url::parse(v.get_ref()).map_err(|e| self.err(v, key, format!("not a URL: {e}")))
@@ -466,6 +504,8 @@ impl Validator<'_> {
             proxy,
             installation_id: t.installation_id,
             app_metrics: t.app_metrics,
+            protocol: t.protocol.as_ref().map_or(d.protocol, |p| *p.get_ref()),
+            headers: self.headers(&t.headers)?,
         })
     }
 
@@ -657,6 +697,33 @@ mod tests {
         let text = format!("{}[plugin.config]\nk = \"{long}\"\n", plugin("a"));
         let err = parse(&text).expect_err("long value");
         assert_eq!(err.at.key.as_deref(), Some("plugin[0].config.k"));
+    }
+
+    #[test]
+    fn protocol_and_headers_are_read_and_checked() {
+        let m = parse("[telemetry]\n").expect("defaults");
+        assert_eq!(m.telemetry.delivery.protocol, Protocol::Sonde);
+        assert!(m.telemetry.delivery.headers.is_empty());
+        let text =
+            "[telemetry]\nprotocol = \"otlp\"\n[telemetry.headers]\nAuthorization = \"Bearer t\"\n";
+        let m = parse(text).expect("otlp");
+        assert_eq!(m.telemetry.delivery.protocol, Protocol::Otlp);
+        assert_eq!(m.telemetry.delivery.headers["Authorization"], "Bearer t");
+        let err = parse("[telemetry]\nprotocol = \"grpc\"\n").expect_err("unknown protocol");
+        assert_eq!((err.at.line, err.at.key.as_deref()), (2, Some("telemetry.protocol")));
+        for (header, why) in [
+            ("\"Bad Name\" = \"v\"", "not a valid header name"),
+            ("Content-Type = \"text/plain\"", "set by sonde"),
+            ("X-A = \"line\\nbreak\"", "printable ASCII"),
+        ] {
+            let err =
+                parse(&format!("[telemetry]\n[telemetry.headers]\n{header}\n")).expect_err(header);
+            assert!(err.message.contains(why), "{header}: {err}");
+            assert!(err.at.key.as_deref().is_some_and(|k| k.starts_with("telemetry.headers.")));
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i} = \"v\"\n")).collect();
+        let err = parse(&format!("[telemetry]\n[telemetry.headers]\n{many}")).expect_err("many");
+        assert!(err.message.contains("at most"), "{err}");
     }
 
     #[test]

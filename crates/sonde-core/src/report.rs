@@ -28,6 +28,10 @@ pub struct Report {
     pub installation_id: Option<String>,
     /// When the report was built, RFC 3339 in UTC.
     pub timestamp: String,
+    /// When the runtime started, RFC 3339 in UTC: the start of every
+    /// cumulative value in the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
     /// Facts about the running host that an operator accepts to share.
     pub host: HostFacts,
     /// The event ring buffer since start.
@@ -69,11 +73,15 @@ pub struct DeliveryStats {
     pub failed_attempts: u64,
     /// Endpoint directives ignored as unknown or malformed.
     pub directives_ignored: u64,
+    /// Data points an OTLP endpoint accepted the request for but rejected
+    /// (`partial_success`); not retried.
+    #[serde(default)]
+    pub rejected_points: u64,
 }
 
 impl Report {
     /// A new report from this process: fresh `report_id`, `timestamp` now,
-    /// this host's facts, no installation id, no sources, zero delivery
+    /// this host's facts, no start time, no installation id, no sources, zero delivery
     /// counters. The caller fills in what it knows besides.
     pub fn new(instance_id: Uuid, buffer: BufferStats, plugins: Vec<PluginReport>) -> Report {
         Report {
@@ -82,6 +90,7 @@ impl Report {
             instance_id,
             installation_id: None,
             timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            started: None,
             host: HostFacts::current(),
             buffer,
             plugins,
@@ -354,6 +363,7 @@ mod tests {
             instance_id: Uuid::new_v4(),
             installation_id: None,
             timestamp: "2026-11-22T10:00:00Z".into(),
+            started: Some("2026-11-22T09:00:00Z".into()),
             host: HostFacts {
                 sonde_version: "0.1.0".into(),
                 os: "linux".into(),

@@ -52,7 +52,7 @@ pub use overview::{DeclaredMetric, PluginOverview};
 pub use plugin::{MAX_PLUGIN_BYTES, MAX_PLUGIN_MEMORY, MAX_PLUGIN_TABLE_ELEMENTS};
 pub use sonde_core::{
     BufferStats, EventRecord, FailureCounts, Manifest, ManifestError, Metric, MetricKind,
-    MetricValue, Mode, PluginCost, PluginLimits, PluginReport, PluginState, Report,
+    MetricValue, Mode, PluginCost, PluginLimits, PluginReport, PluginState, Protocol, Report,
 };
 pub use source::{MAX_SOURCES, Source as MetricSource};
 pub use status::{
@@ -61,3 +61,4 @@ pub use status::{
 pub use switches::{Off, Source, Switches};
 pub use telemetry::{Telemetry, TelemetryBuilder, effective_mode};
 pub use upload::SendOutcome;
+pub use upload::otlp::encode_reports as otlp_body;

@@ -92,6 +92,8 @@ pub struct Status {
     pub off_because: Option<String>,
     /// The endpoint, without credentials.
     pub endpoint: Option<String>,
+    /// What the endpoint speaks.
+    pub protocol: sonde_core::Protocol,
     /// The state directory.
     pub state_dir: PathBuf,
     /// The instance id, once one was created.
@@ -181,6 +183,7 @@ pub fn status(manifest: &Manifest) -> Status {
         mode,
         off_because: why.map(str::to_string),
         endpoint: manifest.telemetry.delivery.endpoint.as_ref().map(redact),
+        protocol: manifest.telemetry.delivery.protocol,
         state_dir: dir.clone(),
         instance_id: read_small(&dir.join("instance_id"))
             .map(|b| String::from_utf8_lossy(&b).trim().to_string()),

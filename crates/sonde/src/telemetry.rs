@@ -128,6 +128,8 @@ impl TelemetryBuilder {
                 uploader: OnceLock::new(),
                 sources: parking_lot::Mutex::new(Vec::new()),
                 app_metrics: settings.delivery.app_metrics,
+                started: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
                 _ticker: Some(ticker),
             }),
         };
@@ -168,6 +170,8 @@ struct Inner {
     uploader: OnceLock<upload::Handle>,
     sources: parking_lot::Mutex<Vec<(String, Arc<dyn Source>)>>,
     app_metrics: bool,
+    /// When the runtime started: the start of every cumulative value.
+    started: String,
     _ticker: Option<Arc<()>>,
 }
 
@@ -220,6 +224,7 @@ impl Telemetry {
                 uploader: OnceLock::new(),
                 sources: parking_lot::Mutex::new(Vec::new()),
                 app_metrics: false,
+                started: String::new(),
                 _ticker: None,
             }),
         }
@@ -351,6 +356,7 @@ impl Telemetry {
         };
         let mut report = Report::new(self.inner.instance_id, buffer, plugins);
         report.installation_id = self.inner.installation_id.clone();
+        report.started = Some(self.inner.started.clone());
         report.delivery = self.inner.counters.snapshot();
         report.sources = self.sources();
         Ok(report)

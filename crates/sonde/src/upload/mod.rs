@@ -6,6 +6,7 @@
 //! is in flight at most. Failure is quiet: one warning when delivery starts
 //! failing, debug lines after that, one info line when it recovers.
 
+pub(crate) mod otlp;
 mod policy;
 mod spool;
 mod transport;
@@ -16,11 +17,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use sonde_core::{
-    DeliverySettings, DeliveryStats, EndpointResponse, MAX_BATCH_REPORTS, MAX_UPLOAD_BYTES, redact,
+    DeliverySettings, DeliveryStats, EndpointResponse, MAX_BATCH_REPORTS, MAX_UPLOAD_BYTES,
+    Protocol, redact,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use self::policy::{Backoff, SlidingWindow, Verdict, next_interval, retry_after, verdict};
+use self::policy::{
+    Backoff, SlidingWindow, Verdict, next_interval, otlp_verdict, retry_after, verdict,
+};
 use self::spool::Spool;
 pub(crate) use self::transport::{Http, Transport};
 use crate::status::{STOPPED_FILE, UploadStatus};
@@ -40,6 +44,7 @@ pub(crate) struct Counters {
     rejected: AtomicU64,
     failed_attempts: AtomicU64,
     directives_ignored: AtomicU64,
+    rejected_points: AtomicU64,
 }
 
 impl Counters {
@@ -51,6 +56,7 @@ impl Counters {
             rejected: self.rejected.load(Relaxed),
             failed_attempts: self.failed_attempts.load(Relaxed),
             directives_ignored: self.directives_ignored.load(Relaxed),
+            rejected_points: self.rejected_points.load(Relaxed),
         }
     }
 }
@@ -157,6 +163,8 @@ struct Uploader<T> {
     not_before: Instant,
     failing: bool,
     stopped: bool,
+    /// An OTLP partial success was already reported once.
+    partial_warned: bool,
     /// Most reports per request now; halved on 413, grows back on success.
     batch_count: usize,
 }
@@ -190,6 +198,7 @@ impl<T: Transport> Uploader<T> {
             not_before: now,
             failing: false,
             stopped: false,
+            partial_warned: false,
             batch_count: MAX_BATCH_REPORTS,
         }
     }
@@ -313,7 +322,8 @@ impl<T: Transport> Uploader<T> {
         if let Some(a) = body {
             outcome.body = String::from_utf8_lossy(&a.body).chars().take(4096).collect();
         }
-        match verdict(status) {
+        let otlp = self.settings.protocol == Protocol::Otlp;
+        match if otlp { otlp_verdict(status) } else { verdict(status) } {
             Verdict::Delivered => {
                 self.spool.remove(&batch.names);
                 self.batch_count = (self.batch_count * 2).min(MAX_BATCH_REPORTS);
@@ -327,8 +337,10 @@ impl<T: Transport> Uploader<T> {
                 self.status.last_success = Some(now_rfc3339());
                 self.status.failing_since = None;
                 self.status.last_error = None;
-                if let Some(a) = body {
-                    outcome.applied = self.handle_response(a);
+                match body {
+                    Some(a) if otlp => self.handle_otlp_response(a),
+                    Some(a) => outcome.applied = self.handle_response(a),
+                    None => {}
                 }
             }
             Verdict::Throttled => {
@@ -350,7 +362,7 @@ impl<T: Transport> Uploader<T> {
                     .unwrap_or_else(|| format!("endpoint answered {}", status.unwrap_or(0)));
                 self.fail(why);
             }
-            Verdict::Rejected if status == Some(413) && batch.count > 1 => {
+            Verdict::Rejected if status == Some(413) && batch.count > 1 && !otlp => {
                 // Too large for this endpoint: send smaller batches; keep all.
                 self.batch_count = (batch.count / 2).max(1);
                 self.not_before = now;
@@ -378,19 +390,45 @@ impl<T: Transport> Uploader<T> {
         outcome
     }
 
-    /// The oldest spooled reports as one gzip body that fits an upload and a
-    /// day's byte budget, halving the batch until it does (one report at
-    /// least).
+    /// The oldest spooled reports as one gzip body (JSON, or OTLP protobuf)
+    /// that fits an upload and a day's byte budget, halving the batch until
+    /// it does (one report at least).
     fn next_batch(&mut self) -> Option<(spool::Batch, Vec<u8>)> {
         loop {
             let batch = self.spool.batch(self.settings.max_batch_bytes, self.batch_count)?;
-            let body = transport::gzip(&batch.body);
+            let body = match self.settings.protocol {
+                Protocol::Sonde => transport::gzip(&batch.body),
+                Protocol::Otlp => match otlp::encode(&batch.body) {
+                    Ok(pb) => transport::gzip(&pb),
+                    Err(e) => {
+                        // The spool checks each report; this is a bug, not
+                        // bad input. Drop and count rather than loop.
+                        tracing::warn!("cannot encode spooled reports as OTLP ({e}); dropped");
+                        self.spool.remove(&batch.names);
+                        self.counters.spool_dropped.fetch_add(batch.count as u64, Relaxed);
+                        continue;
+                    }
+                },
+            };
             let fits = body.len() <= MAX_UPLOAD_BYTES
                 && (body.len() as u64) <= self.settings.max_bytes_per_day;
             if fits || batch.count == 1 {
                 return Some((batch, body));
             }
             self.batch_count = (batch.count / 2).max(1);
+        }
+    }
+
+    /// An OTLP endpoint's 2xx may still reject some data points
+    /// (`partial_success`): count them, warn once, never retry.
+    fn handle_otlp_response(&mut self, answer: &transport::Answer) {
+        let Some((rejected, message)) = otlp::partial_success(&answer.body) else { return };
+        self.counters.rejected_points.fetch_add(rejected, Relaxed);
+        if self.partial_warned {
+            tracing::debug!(rejected, "OTLP endpoint rejected data points: {message}");
+        } else {
+            tracing::warn!(endpoint = %self.endpoint, rejected, "OTLP endpoint rejected data points: {message}; not retried, counted in the reports");
+            self.partial_warned = true;
         }
     }
 

@@ -131,6 +131,18 @@ pub(crate) fn verdict(status: Option<u16>) -> Verdict {
     }
 }
 
+/// Classifies an answer from an OTLP/HTTP endpoint, as its spec says: only
+/// 429, 502, 503 and 504 are retried (with `Retry-After`); every other
+/// non-2xx, 400, 413 and 500 included, is final.
+pub(crate) fn otlp_verdict(status: Option<u16>) -> Verdict {
+    match status {
+        None => Verdict::Retry,
+        Some(200..=299) => Verdict::Delivered,
+        Some(429 | 502 | 503 | 504) => Verdict::Throttled,
+        Some(_) => Verdict::Rejected,
+    }
+}
+
 /// The endpoint's requested next-report delay, clamped to the operator's
 /// bounds; the manifest's interval when it asked for nothing.
 pub(crate) fn next_interval(
@@ -265,6 +277,20 @@ mod tests {
         assert_eq!(verdict(Some(301)), Verdict::Rejected);
         assert_eq!(verdict(Some(410)), Verdict::Gone);
         assert_eq!(verdict(Some(451)), Verdict::Gone);
+    }
+
+    #[test]
+    fn otlp_answers_are_retried_only_where_the_otlp_spec_says() {
+        for ok in [200, 202, 204] {
+            assert_eq!(otlp_verdict(Some(ok)), Verdict::Delivered);
+        }
+        for again in [429, 502, 503, 504] {
+            assert_eq!(otlp_verdict(Some(again)), Verdict::Throttled, "{again}");
+        }
+        assert_eq!(otlp_verdict(None), Verdict::Retry, "network failures are transient");
+        for never in [400, 401, 404, 410, 413, 451, 500, 501, 301] {
+            assert_eq!(otlp_verdict(Some(never)), Verdict::Rejected, "{never}");
+        }
     }
 
     #[test]

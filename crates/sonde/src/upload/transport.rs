@@ -1,14 +1,17 @@
 //! Getting bytes to the endpoint. The decisions (when, how often, what an
 //! answer means) are in `policy.rs`; this is only the HTTP request.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
-use sonde_core::{DeliverySettings, MAX_RESPONSE_BYTES, redact};
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+};
+use sonde_core::{DeliverySettings, MAX_RESPONSE_BYTES, Protocol, redact};
 
 /// An endpoint's answer, its body capped at [`MAX_RESPONSE_BYTES`].
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +41,7 @@ pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
 pub(crate) struct Http {
     client: reqwest::Client,
     endpoint: url::Url,
+    content_type: &'static str,
 }
 
 impl Http {
@@ -47,14 +51,19 @@ impl Http {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
-            .no_proxy();
+            .no_proxy()
+            .default_headers(headers(&settings.headers)?);
         if let Some(proxy) = &settings.proxy {
             let proxy = reqwest::Proxy::all(proxy.as_str())
                 .map_err(|_| format!("invalid proxy {}", redact(proxy)))?;
             builder = builder.proxy(proxy);
         }
         let client = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Http { client, endpoint })
+        let content_type = match settings.protocol {
+            Protocol::Sonde => "application/json",
+            Protocol::Otlp => super::otlp::CONTENT_TYPE,
+        };
+        Ok(Http { client, endpoint, content_type })
     }
 }
 
@@ -63,7 +72,7 @@ impl Transport for Http {
         let mut response = self
             .client
             .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, self.content_type)
             .header(CONTENT_ENCODING, "gzip")
             .body(gzip_body)
             .send()
@@ -93,6 +102,21 @@ impl Transport for Http {
         }
         Ok(Answer { status, retry_after, body, body_cut })
     }
+}
+
+/// The operator's `[telemetry.headers]`, marked sensitive so they are never
+/// shown in debug output.
+fn headers(configured: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in configured {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let mut value =
+            HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    Ok(map)
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
