@@ -5,11 +5,15 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod collectors;
+mod crashes;
 mod delivery;
 mod e2e;
+mod faults;
+mod fuzz_regressions;
 mod hostile;
 mod loading;
 mod modes;
 mod otlp;
+mod overload;
 mod reload;
 mod ring;

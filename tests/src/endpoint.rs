@@ -97,14 +97,7 @@ impl ScriptedEndpoint {
         let url = format!("http://{}/v1/reports", listener.local_addr().unwrap());
         let shared =
             Arc::new(Mutex::new(Shared { script: script.into(), fallback, received: vec![] }));
-        let s = shared.clone();
-        let start = Instant::now();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let s = s.clone();
-                std::thread::spawn(move || serve(stream, &s, start));
-            }
-        });
+        crate::accept_forever(listener, shared.clone(), serve);
         ScriptedEndpoint { url, shared }
     }
 

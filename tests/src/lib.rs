@@ -10,8 +10,28 @@ use sha2::{Digest, Sha256};
 
 mod collector;
 mod endpoint;
+mod faulty;
+mod logs;
 pub use collector::Collector;
 pub use endpoint::{Received, Reply, ScriptedEndpoint};
+pub use faulty::{Attempt, Fault, FaultyEndpoint, free_port};
+pub use logs::{capture_logs, log_lines, warnings};
+
+/// Accepts connections on `listener` forever (on its own thread), serving
+/// each on a thread of its own with `serve(stream, shared, started)`.
+pub(crate) fn accept_forever<S: Send + Sync + 'static>(
+    listener: std::net::TcpListener,
+    shared: std::sync::Arc<S>,
+    serve: fn(std::net::TcpStream, &S, std::time::Instant),
+) {
+    let start = std::time::Instant::now();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let s = shared.clone();
+            std::thread::spawn(move || serve(stream, &s, start));
+        }
+    });
+}
 
 /// The folder `cargo xtask plugins` builds into.
 pub fn plugins_dir() -> PathBuf {

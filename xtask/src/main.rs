@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
 mod demo;
+mod fuzz;
+mod reliability;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -45,6 +47,13 @@ Commands:
             axum server with sonde embedded against a real sonde-collector,
             send it real requests, and watch the collector's cost policy
             switch an expensive plugin off
+  fuzz [--secs N] [TARGET...]
+            Run each cargo-fuzz target under fuzz/ for N seconds (default 60);
+            a crash is saved to fuzz/regressions/ and fails the command
+  reliability
+            The long reliability runs (endpoint faults with record() latency,
+            overload, collector under load, SIGKILL loop) and the fuzzers;
+            writes RELIABILITY.md
   scaffold-check
             Scaffold a plugin with `sonde plugin new`, build it and preview it
             (part of `test`)
@@ -95,6 +104,8 @@ fn run(args: &[String]) -> Result<()> {
             print_built(&root, &build_components(&root, &PLUGINS)?);
             demo::run(&root)
         }
+        "fuzz" => fuzz::run(&repo_root()?, rest),
+        "reliability" => reliability::run(&repo_root()?, rest),
         "scaffold-check" => {
             no_args(command, rest)?;
             scaffold_check(&repo_root()?, true)

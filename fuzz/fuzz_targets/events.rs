@@ -1,0 +1,5 @@
+//! `parse_events_jsonl` on arbitrary text.
+#![no_main]
+#[path = "../checks.rs"]
+mod checks;
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::events(data));

@@ -1,0 +1,5 @@
+//! `Manifest::parse` on arbitrary text.
+#![no_main]
+#[path = "../checks.rs"]
+mod checks;
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::manifest(data));

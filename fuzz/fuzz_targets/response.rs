@@ -1,0 +1,5 @@
+//! `EndpointResponse::parse` (directives) on arbitrary bytes.
+#![no_main]
+#[path = "../checks.rs"]
+mod checks;
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::response(data));

@@ -1,0 +1,163 @@
+//! `cargo xtask reliability`: the long reliability runs, and RELIABILITY.md.
+//!
+//! Builds the runner (`tests/bin/reliability.rs`, `sonde-reliability`) and
+//! the crash child in release, runs its sections (endpoint faults with
+//! `record()` latency, overload, collector under load, a SIGKILL loop) and
+//! every fuzz target for a bounded time, and writes RELIABILITY.md at the
+//! repository root: the machine, the date, and each figure with the command
+//! that reproduces it. Fails if any section fails its checks or a fuzz
+//! target crashes (the file is written either way).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// How long each part runs.
+#[derive(Debug)]
+struct Budget {
+    fault_secs: u64,
+    overload_secs: u64,
+    instances: u64,
+    kills: u64,
+    fuzz_secs: u64,
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let mut b =
+        Budget { fault_secs: 5, overload_secs: 30, instances: 200, kills: 30, fuzz_secs: 60 };
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        let slot = match a.as_str() {
+            "--fault-secs" => &mut b.fault_secs,
+            "--overload-secs" => &mut b.overload_secs,
+            "--instances" => &mut b.instances,
+            "--kills" => &mut b.kills,
+            "--fuzz-secs" => &mut b.fuzz_secs,
+            other => bail!("unknown argument `{other}`"),
+        };
+        *slot = rest.next().with_context(|| format!("{a} needs a number"))?.parse()?;
+    }
+    let started = Instant::now();
+    crate::print_built(root, &crate::build_components(root, &crate::PLUGINS)?);
+    crate::cargo(root, &["build", "--release", "-p", "sonde-tests", "--bins"])?;
+    let runner = root.join("target/release/sonde-reliability");
+
+    let sections: [(&str, Vec<String>); 4] = [
+        ("Endpoint faults", vec!["faults".into(), "--secs".into(), b.fault_secs.to_string()]),
+        ("Overload", vec!["overload".into(), "--secs".into(), b.overload_secs.to_string()]),
+        (
+            "Collector under load",
+            vec!["collector".into(), "--instances".into(), b.instances.to_string()],
+        ),
+        ("Crashes (SIGKILL)", vec!["crashes".into(), "--kills".into(), b.kills.to_string()]),
+    ];
+    let mut body = String::new();
+    let mut failed = Vec::new();
+    for (title, args) in &sections {
+        eprintln!("+ sonde-reliability {}", args.join(" "));
+        let out = Command::new(&runner)
+            .args(args)
+            .current_dir(root)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", runner.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let _ = writeln!(body, "## {title}\n");
+        let _ = writeln!(
+            body,
+            "Reproduce: `cargo build --release -p sonde-tests --bins && \
+             target/release/sonde-reliability {}`\n",
+            args.join(" ")
+        );
+        body.push_str(text.trim_end());
+        body.push_str("\n\n");
+        if !out.status.success() {
+            failed.push(*title);
+            let _ = writeln!(body, "**FAILED** (exit {})\n", out.status);
+        }
+    }
+
+    let runs = crate::fuzz::fuzz_all(root, b.fuzz_secs, &[])?;
+    let _ = writeln!(body, "## Fuzzing\n");
+    let _ = writeln!(
+        body,
+        "Reproduce: `cargo xtask fuzz --secs {}` (cargo-fuzz / libFuzzer with AddressSanitizer, \
+         on stable Rust through `RUSTC_BOOTSTRAP=1`; one target: `cargo xtask fuzz --secs N \
+         TARGET`). Each target asserts more than \"no panic\": see `fuzz/checks.rs` and \
+         `fuzz/fuzz_targets/rate_limit.rs`. Crashes are saved under `fuzz/regressions/` and \
+         replayed by `cargo test`.\n",
+        b.fuzz_secs
+    );
+    let _ =
+        writeln!(body, "| target | exercises | time | inputs run | coverage | corpus | crashes |");
+    let _ = writeln!(body, "|---|---|---|---|---|---|---|");
+    for r in &runs {
+        let _ = writeln!(
+            body,
+            "| `{}` | {} | {} s | {} | {} | {} | {} |",
+            r.target,
+            r.what,
+            r.secs,
+            r.execs,
+            r.coverage,
+            r.corpus,
+            r.crash.as_ref().map_or("none".to_string(), |c| format!("**{}**", c.display()))
+        );
+        if r.crash.is_some() {
+            failed.push(r.target);
+        }
+    }
+
+    let mut doc = String::from("# Reliability\n\n");
+    let _ = writeln!(
+        doc,
+        "Written by `cargo xtask reliability` (about {:.0} minutes with its defaults; \
+         `--fault-secs`, `--overload-secs`, `--instances`, `--kills` and `--fuzz-secs` change \
+         them). The fault, overload and crash behaviour asserted here is also asserted, in \
+         shorter runs and without timings, by `cargo test` (`tests/all/faults.rs`, \
+         `overload.rs`, `crashes.rs`).\n",
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    let _ = writeln!(doc, "{}\n", machine());
+    doc.push_str(&body);
+    std::fs::write(root.join("RELIABILITY.md"), doc)?;
+    println!("wrote RELIABILITY.md in {:.0?}", started.elapsed());
+    if !failed.is_empty() {
+        bail!("failed: {failed:?} (see RELIABILITY.md)");
+    }
+    Ok(())
+}
+
+/// The machine and the date, in a few lines.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let cmd = |c: &str, a: &[&str]| {
+        Command::new(c)
+            .args(a)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "- machine: {model}, {cpus} CPUs, {mem_gib:.0} GiB RAM, {}\n- toolchain: {}\n- date: {}\n\
+         - release builds; everything on loopback on this one machine",
+        cmd("uname", &["-sr"]),
+        cmd("rustc", &["-V"]),
+        cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    )
+}
