@@ -231,6 +231,8 @@ fn a_corrupt_compile_cache_file_is_ignored_with_a_warning_and_rebuilt() {
         drop(t);
         let rewritten = std::fs::read(file).unwrap();
         assert_ne!(rewritten, corrupt, "rebuilt");
+        let set_aside = std::fs::read(cache.join("bad").join(file.file_name().unwrap())).unwrap();
+        assert_eq!(set_aside, corrupt, "the corrupt file is set aside in cache/bad/");
     }
     let warned = warnings(&file.display().to_string());
     assert_eq!(warned.len(), 2, "one warning per corrupt file: {warned:#?}");

@@ -23,6 +23,9 @@ pub(crate) struct CompileCache {
     engine_key: String,
 }
 
+/// Corrupt cache files kept in `cache/bad/` for an operator to look at.
+const MAX_BAD_FILES: usize = 4;
+
 /// Where a component came from, for the operator's view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -82,8 +85,8 @@ impl CompileCache {
             mac.verify_slice(tag).ok().map(|()| artifact)
         });
         let Some(artifact) = valid else {
-            tracing::warn!(path = %path.display(), "ignoring a compile-cache file this host did not write");
-            let _ = std::fs::remove_file(path);
+            tracing::warn!(path = %path.display(), "ignoring a compile-cache file this host did not write; moved to bad/");
+            crate::state::set_aside(path, MAX_BAD_FILES);
             return None;
         };
         match deserialize(engine, artifact) {

@@ -103,3 +103,26 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
 }
+
+/// Folder, beside a corrupt file, that such files are moved to.
+pub(crate) const BAD_DIR: &str = "bad";
+
+/// Moves a corrupt file into `bad/` beside it, where an operator can look at
+/// it and nothing reads it again; keeps the `keep` newest there (by name).
+pub(crate) fn set_aside(path: &Path, keep: usize) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let bad = dir.join(BAD_DIR);
+    let _ = fs::create_dir_all(&bad);
+    if fs::rename(path, bad.join(name)).is_err() {
+        // Never leave it where it would be read again.
+        let _ = fs::remove_file(path);
+    }
+    if let Ok(entries) = fs::read_dir(&bad) {
+        let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names.sort();
+        let excess = names.len().saturating_sub(keep);
+        for old in &names[..excess] {
+            let _ = fs::remove_file(old);
+        }
+    }
+}

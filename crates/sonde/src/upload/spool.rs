@@ -147,20 +147,9 @@ impl Spool {
 
     fn set_aside(&mut self, name: &str) {
         tracing::warn!(file = %self.dir.join(name).display(), "spooled report is corrupt; moved to bad/");
-        let bad = self.dir.join("bad");
-        let _ = fs::create_dir_all(&bad);
-        let _ = fs::rename(self.dir.join(name), bad.join(name));
+        crate::state::set_aside(&self.dir.join(name), MAX_BAD_FILES);
         if let Some(size) = self.files.remove(name) {
             self.bytes -= size;
-        }
-        if let Ok(entries) = fs::read_dir(&bad) {
-            let mut names: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            names.sort();
-            let excess = names.len().saturating_sub(MAX_BAD_FILES);
-            for old in &names[..excess] {
-                let _ = fs::remove_file(old);
-            }
         }
     }
 }
