@@ -5,6 +5,7 @@
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
+mod bench;
 mod demo;
 mod fuzz;
 mod reliability;
@@ -54,6 +55,10 @@ Commands:
             The long reliability runs (endpoint faults with record() latency,
             overload, collector under load, SIGKILL loop) and the fuzzers;
             writes RELIABILITY.md
+  bench [--quick]
+            Every benchmark (criterion benches/ and the example server under wrk,
+            telemetry off and on, with RSS), each beside its peer; rewrites
+            BENCHMARKS.md
   scaffold-check
             Scaffold a plugin with `sonde plugin new`, build it and preview it
             (part of `test`)
@@ -104,6 +109,7 @@ fn run(args: &[String]) -> Result<()> {
             print_built(&root, &build_components(&root, &PLUGINS)?);
             demo::run(&root)
         }
+        "bench" => bench::run(&repo_root()?, rest),
         "fuzz" => fuzz::run(&repo_root()?, rest),
         "reliability" => reliability::run(&repo_root()?, rest),
         "scaffold-check" => {

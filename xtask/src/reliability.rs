@@ -131,8 +131,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The machine and the date, in a few lines.
-fn machine() -> String {
+/// CPU model, CPU count and memory, e.g. `AMD EPYC, 2 CPUs, 24 GiB RAM`.
+pub(crate) fn hardware() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -146,18 +146,26 @@ fn machine() -> String {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let cmd = |c: &str, a: &[&str]| {
-        Command::new(c)
-            .args(a)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
+    format!("{model}, {cpus} CPUs, {mem_gib:.0} GiB RAM")
+}
+
+/// What a command prints, trimmed; empty if it cannot run.
+pub(crate) fn output_of(c: &str, a: &[&str]) -> String {
+    Command::new(c)
+        .args(a)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The machine and the date, in a few lines.
+fn machine() -> String {
     format!(
-        "- machine: {model}, {cpus} CPUs, {mem_gib:.0} GiB RAM, {}\n- toolchain: {}\n- date: {}\n\
+        "- machine: {}, {}\n- toolchain: {}\n- date: {}\n\
          - release builds; everything on loopback on this one machine",
-        cmd("uname", &["-sr"]),
-        cmd("rustc", &["-V"]),
-        cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        hardware(),
+        output_of("uname", &["-sr"]),
+        output_of("rustc", &["-V"]),
+        output_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
     )
 }

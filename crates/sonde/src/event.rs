@@ -93,13 +93,15 @@ impl EventKind {
     }
 
     /// The position of field `name`.
-    #[inline]
+    #[inline(always)]
     pub fn field_index(&self, name: &str) -> Option<usize> {
-        self.fields.iter().position(|f| f.as_ptr() == name.as_ptr() || *f == name)
+        self.fields
+            .iter()
+            .position(|f| (f.as_ptr() == name.as_ptr() && f.len() == name.len()) || *f == name)
     }
 
     /// An event of this kind with no fields set.
-    #[inline]
+    #[inline(always)]
     pub fn event(&'static self) -> Event {
         Event {
             kind: self,
@@ -148,7 +150,7 @@ pub enum Value<'a> {
 
 impl Event {
     /// Sets integer field `name`.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn int(mut self, name: &str, value: i64) -> Event {
         if let Some(i) = self.slot(name) {
@@ -159,14 +161,14 @@ impl Event {
     }
 
     /// Sets boolean field `name`, delivered as the integer 0 or 1.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn bool(self, name: &str, value: bool) -> Event {
         self.int(name, i64::from(value))
     }
 
     /// Sets float field `name`.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn float(mut self, name: &str, value: f64) -> Event {
         if let Some(i) = self.slot(name) {
@@ -177,7 +179,7 @@ impl Event {
     }
 
     /// Sets string field `name`, cut to the room left in the event.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub fn str(mut self, name: &str, value: &str) -> Event {
         if let Some(i) = self.slot(name) {
@@ -199,7 +201,7 @@ impl Event {
         self
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot(&mut self, name: &str) -> Option<usize> {
         let slot = self.kind.field_index(name);
         self.invalid |= slot.is_none();

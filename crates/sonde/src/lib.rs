@@ -61,4 +61,10 @@ pub use status::{
 pub use switches::{Off, Source, Switches};
 pub use telemetry::{Telemetry, TelemetryBuilder, effective_mode};
 pub use upload::SendOutcome;
+
+/// Benchmark plumbing (`benches/`); not a stable API.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::plugin::bench::PluginStart;
+}
 pub use upload::otlp::encode_reports as otlp_body;

@@ -8,12 +8,26 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 
 use crate::event::Event;
 
+/// Stripes of the drop counter. When the ring is full every `record()`
+/// counts a drop; one shared counter would then bounce its cache line
+/// between all recording threads (measured: 1.9x the floor with 2 threads).
+const DROP_STRIPES: usize = 8;
+
+thread_local! {
+    /// This thread's drop-counter stripe, assigned round-robin.
+    static STRIPE: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        (NEXT.fetch_add(1, Relaxed) as usize) % DROP_STRIPES
+    };
+}
+
 pub(crate) struct Ring {
     queue: ArrayQueue<Event>,
-    dropped: AtomicU64,
+    dropped: [CachePadded<AtomicU64>; DROP_STRIPES],
     truncated: AtomicU64,
     invalid: AtomicU64,
 }
@@ -22,13 +36,13 @@ impl Ring {
     pub(crate) fn new(capacity: usize) -> Ring {
         Ring {
             queue: ArrayQueue::new(capacity.max(1)),
-            dropped: AtomicU64::new(0),
+            dropped: Default::default(),
             truncated: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&self, event: Event) {
         if event.is_truncated() {
             self.truncated.fetch_add(1, Relaxed);
@@ -37,7 +51,8 @@ impl Ring {
             self.invalid.fetch_add(1, Relaxed);
         }
         if self.queue.push(event).is_err() {
-            self.dropped.fetch_add(1, Relaxed);
+            let stripe = STRIPE.with(|s| *s);
+            self.dropped[stripe].fetch_add(1, Relaxed);
         }
     }
 
@@ -55,7 +70,7 @@ impl Ring {
     }
 
     pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
+        self.dropped.iter().map(|d| d.load(Relaxed)).sum()
     }
 
     pub(crate) fn truncated(&self) -> u64 {

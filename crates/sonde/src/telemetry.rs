@@ -45,9 +45,19 @@ pub struct TelemetryBuilder {
     mode: Option<Mode>,
     ephemeral: bool,
     fuel: bool,
+    dispatch: bool,
 }
 
 impl TelemetryBuilder {
+    /// Benchmarks only: start without the dispatcher thread, so the ring is
+    /// never drained and fills up (to measure `record()` on a full buffer).
+    /// Commands such as `flush` and `report` then fail with `Stopped`.
+    #[doc(hidden)]
+    pub fn without_dispatcher_for_benchmarks(mut self) -> Self {
+        self.dispatch = false;
+        self
+    }
+
     /// Runs in `mode` instead of the manifest's. Used by `sonde preview` to
     /// show what an `off` manifest would report; pair it with
     /// [`ephemeral`](Self::ephemeral) so nothing is written.
@@ -111,10 +121,12 @@ impl TelemetryBuilder {
         let (r, p) = (ring.clone(), processed.clone());
         let state_dir = (!self.ephemeral).then(|| settings.state_dir.clone());
         let dispatcher_state = state_dir.clone();
-        std::thread::Builder::new()
-            .name("sonde-dispatch".into())
-            .spawn(move || Dispatcher::run(r, p, specs, loader, rx, dispatcher_state))
-            .map_err(|e| Error::Engine(format!("cannot start the dispatcher thread: {e}")))?;
+        if self.dispatch {
+            std::thread::Builder::new()
+                .name("sonde-dispatch".into())
+                .spawn(move || Dispatcher::run(r, p, specs, loader, rx, dispatcher_state))
+                .map_err(|e| Error::Engine(format!("cannot start the dispatcher thread: {e}")))?;
+        }
         let counters = Arc::new(upload::Counters::default());
         let telemetry = Telemetry {
             inner: Arc::new(Inner {
@@ -207,7 +219,7 @@ impl std::fmt::Debug for Ring {
 impl Telemetry {
     /// A builder for the runtime `manifest` describes.
     pub fn builder(manifest: Manifest) -> TelemetryBuilder {
-        TelemetryBuilder { manifest, mode: None, ephemeral: false, fuel: false }
+        TelemetryBuilder { manifest, mode: None, ephemeral: false, fuel: false, dispatch: true }
     }
 
     /// A handle that records nothing.
@@ -232,7 +244,7 @@ impl Telemetry {
 
     /// Records `event`. Never blocks, never allocates, never logs: when the
     /// ring is full the event is dropped and counted.
-    #[inline]
+    #[inline(always)]
     pub fn record(&self, event: Event) {
         if let Some(ring) = &self.inner.ring {
             ring.push(event);

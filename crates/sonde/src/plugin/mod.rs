@@ -10,6 +10,7 @@
 //! `InstancePre`; after [`MAX_CONSECUTIVE_FAILURES`] the plugin is `failed`.
 
 mod batch;
+pub(crate) mod bench;
 mod health;
 mod host;
 mod info;

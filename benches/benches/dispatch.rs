@@ -1,0 +1,110 @@
+//! Plugin dispatch: events through the `http-status` plugin in batches (the
+//! ring, the dispatcher, columnar batches, the WebAssembly call), next to the
+//! same counting written in native Rust over the same queue.
+
+#![allow(clippy::unwrap_used, reason = "benchmarks")]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use crossbeam_queue::ArrayQueue;
+use sonde::{Event, Telemetry, Value};
+use sonde_benches::{http_status, mixed_event, runtime};
+
+const CAPACITY: usize = 65_536;
+/// Events per round: under the capacity, so nothing is dropped.
+const ROUND: u64 = 60_000;
+
+/// Runs rounds of `ROUND` events until `n`; `round` returns its time.
+fn rounds(n: u64, mut round: impl FnMut(usize) -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(ROUND);
+        left -= k;
+        total += round(k as usize);
+    }
+    total
+}
+
+fn busy_us(t: &Telemetry) -> u64 {
+    t.report().unwrap().plugins[0].cost.busy_us
+}
+
+/// `http-status`'s logic, natively: method and status class tallies.
+struct Native {
+    counts: [[u64; 6]; 10],
+}
+
+impl Native {
+    const METHODS: [&'static str; 9] =
+        ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
+
+    fn count(&mut self, e: &Event) {
+        let method = match e.get(0) {
+            Some(Value::Str(m)) => Self::METHODS.iter().position(|k| *k == m).unwrap_or(9),
+            _ => 9,
+        };
+        let class = match e.get(2) {
+            Some(Value::Int(s)) if (100..600).contains(&s) => (s / 100 - 1) as usize,
+            _ => 5,
+        };
+        self.counts[method][class] += 1;
+    }
+}
+
+fn dispatch(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = runtime(dir.path(), CAPACITY, &http_status(), true);
+    let events: Vec<Event> = (0..ROUND as usize).map(mixed_event).collect();
+    let mut g = c.benchmark_group("dispatch");
+    g.measurement_time(Duration::from_secs(5)).sample_size(20);
+    g.bench_function("sonde http-status plugin, record to counted", |b| {
+        b.iter_custom(|n| {
+            rounds(n, |k| {
+                let start = Instant::now();
+                for e in &events[..k] {
+                    t.record(*e);
+                }
+                t.flush().unwrap();
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("sonde http-status plugin, busy time on the dispatcher", |b| {
+        b.iter_custom(|n| {
+            rounds(n, |k| {
+                let before = busy_us(&t);
+                for e in &events[..k] {
+                    t.record(*e);
+                }
+                t.flush().unwrap();
+                Duration::from_micros(busy_us(&t) - before)
+            })
+        })
+    });
+    let queue: ArrayQueue<Event> = ArrayQueue::new(CAPACITY);
+    let mut native = Native { counts: [[0; 6]; 10] };
+    g.bench_function("native Rust, record to counted", |b| {
+        b.iter_custom(|n| {
+            rounds(n, |k| {
+                let start = Instant::now();
+                for e in &events[..k] {
+                    let _ = queue.push(*e);
+                }
+                while let Some(e) = queue.pop() {
+                    native.count(&e);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    black_box(native.counts);
+    let report = t.report().unwrap();
+    assert_eq!(report.buffer.dropped, 0, "the benchmark dropped events");
+}
+
+criterion_group!(benches, dispatch);
+criterion_main!(benches);

@@ -1,0 +1,448 @@
+//! `cargo xtask bench`: every benchmark, side by side with its peer, written
+//! to BENCHMARKS.md.
+//!
+//! 1. The criterion benchmarks of `benches/` (record, dispatch, start,
+//!    report); their medians are read from `target/criterion`.
+//! 2. The example axum server under wrk (Debian's package), telemetry off
+//!    and on, alternating, several rounds; the median of each figure.
+//! 3. The server's steady RSS after the load, off and on.
+//!
+//! `benches/NOTES.md` (what was profiled, what changed and what it bought)
+//! is appended as it is.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+/// wrk rounds per configuration (alternating off and on).
+const ROUNDS: usize = 3;
+/// Seconds per wrk round.
+const WRK_SECS: u32 = 10;
+/// wrk connections.
+const CONNECTIONS: u32 = 16;
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let quick = match args {
+        [] => false,
+        [flag] if flag == "--quick" => true,
+        _ => bail!("usage: cargo xtask bench [--quick]"),
+    };
+    let started = Instant::now();
+    crate::print_built(root, &crate::build_components(root, &crate::PLUGINS)?);
+    crate::cargo(
+        root,
+        &["build", "--release", "--quiet", "-p", "sonde-cli", "-p", "sonde-example-server"],
+    )?;
+    let wrk = ensure_wrk()?;
+
+    let criterion_dir = root.join("target/criterion");
+    let _ = std::fs::remove_dir_all(&criterion_dir);
+    let mut bench = vec!["bench", "-p", "sonde-benches"];
+    if quick {
+        bench.extend(["--", "--warm-up-time", "1", "--measurement-time", "1"]);
+    }
+    crate::cargo(root, &bench)?;
+    let medians = criterion_medians(&criterion_dir)?;
+
+    let manifest = pinned_manifest(root)?;
+    let server = root.join("target/release/sonde-example-server");
+    let rounds = if quick { 1 } else { ROUNDS };
+    let secs = if quick { 3 } else { WRK_SECS };
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    for round in 0..rounds {
+        for telemetry in [false, true] {
+            let label = if telemetry { "on" } else { "off" };
+            eprintln!("wrk round {}/{rounds}, telemetry {label}", round + 1);
+            let figures = load_run(&server, &wrk, telemetry.then_some(manifest.as_path()), secs)?;
+            if telemetry { on.push(figures) } else { off.push(figures) }
+        }
+    }
+    let text = render(root, &medians, (&off, &on), secs)?;
+    std::fs::write(root.join("BENCHMARKS.md"), text)?;
+    println!("BENCHMARKS.md written in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// wrk from Debian's packages (installed when missing, as root).
+fn ensure_wrk() -> Result<PathBuf> {
+    let found = |p: &str| Path::new(p).exists().then(|| PathBuf::from(p));
+    if let Some(p) = found("/usr/bin/wrk") {
+        return Ok(p);
+    }
+    eprintln!("+ apt-get install -y wrk");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "wrk"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        let status = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "wrk"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        ensure!(status.success(), "cannot install wrk (apt-get install wrk)");
+    }
+    found("/usr/bin/wrk").context("wrk was installed but /usr/bin/wrk is missing")
+}
+
+/// A copy of examples/sonde.toml under target/bench, re-pinned with the
+/// release `sonde` (the example's pins hold for one toolchain).
+fn pinned_manifest(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("target/bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let text = std::fs::read_to_string(root.join("examples/sonde.toml"))?
+        .replace("\"../target/plugins/", "\"../plugins/")
+        .replace("\"../target/sonde-state\"", "\"state\"");
+    let path = dir.join("sonde.toml");
+    std::fs::write(&path, text)?;
+    let status = Command::new(root.join("target/release/sonde"))
+        .args(["pin", "-m"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(status.success(), "sonde pin failed");
+    Ok(path)
+}
+
+/// Figures of one wrk run against the server.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    requests_per_sec: f64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    rss_kib: f64,
+}
+
+/// Starts the server (on CPU 0), warms it up, runs wrk (on CPU 1) and reads
+/// the server's RSS afterwards.
+fn load_run(server: &Path, wrk: &Path, manifest: Option<&Path>, secs: u32) -> Result<Load> {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(server).args(["--listen", &addr]);
+    if let Some(m) = manifest {
+        cmd.arg("--manifest").arg(m).arg("--user-agents");
+    }
+    let child = Guard(
+        cmd.env("SONDE_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the example server")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        ensure!(Instant::now() < deadline, "the example server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://{addr}/users/42");
+    let wrk_run = |secs: u32| -> Result<String> {
+        let out = Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(wrk)
+            .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{secs}s"), "--latency"])
+            .args(["-H", "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Firefox/120.0"])
+            .arg(&url)
+            .output()
+            .context("running wrk")?;
+        ensure!(out.status.success(), "wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    wrk_run(2)?; // warm-up: connections, allocator, plugin caches
+    let text = wrk_run(secs)?;
+    let mut load = parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))?;
+    load.rss_kib = rss_kib(child.0.id()).unwrap_or(0.0);
+    Ok(load)
+}
+
+fn parse_wrk(text: &str) -> Option<Load> {
+    let mut load = Load::default();
+    for line in text.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Requests/sec:"), Some(v)) => load.requests_per_sec = v.parse().ok()?,
+            (Some("50%"), Some(v)) => load.p50_us = micros(v)?,
+            (Some("90%"), Some(v)) => load.p90_us = micros(v)?,
+            (Some("99%"), Some(v)) => load.p99_us = micros(v)?,
+            _ => {}
+        }
+    }
+    (load.requests_per_sec > 0.0 && load.p99_us > 0.0).then_some(load)
+}
+
+/// wrk's `123.45us`, `1.20ms`, `2.00s` in microseconds.
+fn micros(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => return None,
+    })
+}
+
+fn rss_kib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn median_load(runs: &[Load]) -> Load {
+    let m = |f: fn(&Load) -> f64| median(runs.iter().map(f).collect());
+    Load {
+        requests_per_sec: m(|l| l.requests_per_sec),
+        p50_us: m(|l| l.p50_us),
+        p90_us: m(|l| l.p90_us),
+        p99_us: m(|l| l.p99_us),
+        rss_kib: m(|l| l.rss_kib),
+    }
+}
+
+/// Criterion's median time per iteration (ns) for every benchmark, keyed
+/// `group/function` as the benchmarks name them.
+fn criterion_medians(dir: &Path) -> Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| d.display().to_string())? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !path.ends_with("new/benchmark.json") {
+                continue;
+            }
+            let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+            let est_path = path.with_file_name("estimates.json");
+            let est: serde_json::Value = serde_json::from_slice(&std::fs::read(&est_path)?)?;
+            let id = meta["full_id"].as_str().context("benchmark.json without full_id")?;
+            let ns = est["median"]["point_estimate"].as_f64().context("no median")?;
+            out.insert(id.to_string(), ns);
+        }
+    }
+    ensure!(!out.is_empty(), "no criterion results under {}", dir.display());
+    Ok(out)
+}
+
+/// `goal` met, or missed by how much.
+fn verdict(met: bool, miss: impl FnOnce() -> String) -> String {
+    if met { "met".into() } else { format!("**missed**: {}", miss()) }
+}
+
+fn render(
+    root: &Path,
+    m: &BTreeMap<String, f64>,
+    (off_runs, on_runs): (&[Load], &[Load]),
+    secs: u32,
+) -> Result<String> {
+    let (off, on) = (&median_load(off_runs), &median_load(on_runs));
+    let rounds = off_runs.len();
+    let get = |id: &str| -> Result<f64> {
+        m.get(id).copied().with_context(|| format!("no criterion result for {id}"))
+    };
+    let mut s = String::new();
+    let date = crate::reliability::output_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let commit = crate::reliability::output_of(
+        "git",
+        &["-C", &root.display().to_string(), "rev-parse", "--short", "HEAD"],
+    );
+    writeln!(s, "# Benchmarks\n")?;
+    writeln!(
+        s,
+        "Written by `cargo xtask bench` (do not edit by hand; notes go to `benches/NOTES.md`).\n"
+    )?;
+    writeln!(s, "- Machine: {}", crate::reliability::hardware())?;
+    writeln!(
+        s,
+        "- Date: {date}; commit {commit}; {}",
+        crate::reliability::output_of("rustc", &["-V"])
+    )?;
+    writeln!(
+        s,
+        "- Criterion medians (release profile); every peer is measured in the same run, same process kind, same machine.\n"
+    )?;
+
+    writeln!(s, "## 1. `record()` on the request path\n")?;
+    writeln!(
+        s,
+        "ns per event (per thread with 2 threads). Floor: a bare `crossbeam_queue::ArrayQueue` push of the same 344-byte event. Peers: OpenTelemetry SDK 0.33 `Counter::add` with 3 attributes (ManualReader), `metrics` 0.24 `counter!` with 3 labels through `metrics-exporter-prometheus` 0.18's recorder.\n"
+    )?;
+    writeln!(
+        s,
+        "| threads | buffer | sonde | floor | sonde / floor (goal ≤ 1.5) | OpenTelemetry | OTel / sonde (goal ≥ 3) | metrics | metrics / sonde (goal ≥ 3) |"
+    )?;
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|")?;
+    for t in [1, 2] {
+        let otel = get(&format!("record/{t}t/opentelemetry Counter::add, 3 attributes"))?;
+        let metrics = get(&format!("record/{t}t/metrics counter!, 3 labels, prometheus recorder"))?;
+        for fill in ["not full", "full"] {
+            let sonde = get(&format!("record/{t}t/sonde record, {fill}"))?;
+            let floor = get(&format!("record/{t}t/floor ArrayQueue push, {fill}"))?;
+            let r = sonde / floor;
+            writeln!(
+                s,
+                "| {t} | {fill} | {sonde:.1} | {floor:.1} | {r:.2} ({}) | {otel:.1} | {:.1}× ({}) | {metrics:.1} | {:.1}× ({}) |",
+                verdict(r <= 1.5, || format!("{r:.2}× the floor")),
+                otel / sonde,
+                verdict(otel / sonde >= 3.0, || format!("{:.1}×", otel / sonde)),
+                metrics / sonde,
+                verdict(metrics / sonde >= 3.0, || format!("{:.1}×", metrics / sonde)),
+            )?;
+        }
+    }
+
+    writeln!(s, "\n## 2. Plugin dispatch through `http-status`\n")?;
+    let e2e = get("dispatch/sonde http-status plugin, record to counted")?;
+    let busy = get("dispatch/sonde http-status plugin, busy time on the dispatcher")?;
+    let native = get("dispatch/native Rust, record to counted")?;
+    writeln!(
+        s,
+        "Rounds of 60,000 events (4 methods, 5 statuses). *Record to counted*: wall time from the first `record()` to `flush()` returning, all events counted (sonde pipelines `record()` and the dispatcher on two threads; native Rust does push, pop and count on one). *Busy*: the dispatcher's time inside the plugin calls (batch lowering, the WebAssembly call), as the host measures it for `cost.busy_us`: the per-core cost.\n"
+    )?;
+    writeln!(
+        s,
+        "| figure | ns/event | M events/s | vs native (goal ≤ 3×) | goal ≥ 10 M/s per core |"
+    )?;
+    writeln!(s, "|---|---|---|---|---|")?;
+    writeln!(s, "| native Rust, record to counted | {native:.1} | {:.1} | 1× | |", 1e3 / native)?;
+    for (name, ns) in
+        [("sonde, record to counted", e2e), ("sonde, busy in plugin (per core)", busy)]
+    {
+        writeln!(
+            s,
+            "| {name} | {ns:.1} | {:.1} | {:.2}× ({}) | {} |",
+            1e3 / ns,
+            ns / native,
+            verdict(ns / native <= 3.0, || format!("{:.1}× native", ns / native)),
+            verdict(1e3 / ns >= 10.0, || format!("{:.1} M/s", 1e3 / ns)),
+        )?;
+    }
+
+    writeln!(s, "\n## 3. Whole server: `examples/axum-server` under wrk\n")?;
+    writeln!(
+        s,
+        "`GET /users/42`, wrk -t1 -c{CONNECTIONS} -d{secs}s --latency pinned to CPU 1, the server pinned to CPU 0 (so sonde's dispatcher shares the server's core and its cost shows). Telemetry on: the three example plugins, user agents recorded, `mode = \"local\"` (the report path runs only on request). Median of {rounds} alternating rounds after a 2 s warm-up.\n"
+    )?;
+    writeln!(s, "| telemetry | requests/s | p50 µs | p90 µs | p99 µs |")?;
+    writeln!(s, "|---|---|---|---|---|")?;
+    for (label, l) in [("off", off), ("on", on)] {
+        writeln!(
+            s,
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            l.requests_per_sec, l.p50_us, l.p90_us, l.p99_us
+        )?;
+    }
+    let each = |runs: &[Load]| {
+        runs.iter().map(|l| format!("{:.0}", l.requests_per_sec)).collect::<Vec<_>>().join(", ")
+    };
+    writeln!(s, "\nEach round, requests/s: off {}; on {}.", each(off_runs), each(on_runs))?;
+    let tput = on.requests_per_sec / off.requests_per_sec;
+    let p99 = on.p99_us / off.p99_us;
+    writeln!(
+        s,
+        "\nOn / off: throughput {:.1} % (goal ≥ 98 %: {}), p99 {p99:.2}× (goal ≤ 1.05×: {}).",
+        tput * 100.0,
+        verdict(tput >= 0.98, || format!("{:.1} %", tput * 100.0)),
+        verdict(p99 <= 1.05, || format!("{p99:.2}×")),
+    )?;
+
+    writeln!(s, "\n## 4. Plugin start\n")?;
+    writeln!(
+        s,
+        "| plugin | compile ms | load from cache ms (goal ≤ 5) | instantiate µs (goal ≤ 50) |"
+    )?;
+    writeln!(s, "|---|---|---|---|")?;
+    for plugin in ["http-status", "user-agent", "route-latency"] {
+        let compile = get(&format!("start/{plugin}/compile"))? / 1e6;
+        let cache = get(&format!("start/{plugin}/load from cache"))? / 1e6;
+        let inst = get(&format!("start/{plugin}/instantiate"))? / 1e3;
+        writeln!(
+            s,
+            "| {plugin} | {compile:.1} | {cache:.2} ({}) | {inst:.1} ({}) |",
+            verdict(cache <= 5.0, || format!("{cache:.1} ms")),
+            verdict(inst <= 50.0, || format!("{inst:.0} µs")),
+        )?;
+    }
+    writeln!(
+        s,
+        "\nLoad from cache is everything a restart does for a plugin: read and hash the file, check the cached artifact's HMAC, deserialize, link, instantiate and call `info`. Instantiate is a new store with its limits, the instance and the `info` call."
+    )?;
+
+    writeln!(s, "\n## 5. Memory\n")?;
+    let diff_mib = (on.rss_kib - off.rss_kib) / 1024.0;
+    writeln!(s, "Steady RSS of the example server after the wrk run (median of the rounds).\n")?;
+    writeln!(
+        s,
+        "| telemetry off | telemetry on (3 plugins, 65,536-event buffer) | difference (goal ≤ 32 MiB) |"
+    )?;
+    writeln!(s, "|---|---|---|")?;
+    writeln!(
+        s,
+        "| {:.1} MiB | {:.1} MiB | {diff_mib:.1} MiB ({}) |",
+        off.rss_kib / 1024.0,
+        on.rss_kib / 1024.0,
+        verdict(diff_mib <= 32.0, || format!("{diff_mib:.1} MiB")),
+    )?;
+
+    writeln!(s, "\n## 6. Report with 10,000 series\n")?;
+    writeln!(s, "| step | ms |")?;
+    writeln!(s, "|---|---|")?;
+    for step in ["build", "serialize", "gzip"] {
+        writeln!(s, "| {step} | {:.2} |", get(&format!("report/10k series/{step}"))? / 1e6)?;
+    }
+    let all = get("report/10k series/build + serialize + gzip")? / 1e6;
+    writeln!(
+        s,
+        "| **build + serialize + gzip** | **{all:.2}** (goal ≤ 10: {}) |",
+        verdict(all <= 10.0, || format!("{all:.1} ms"))
+    )?;
+
+    writeln!(s, "\n## Reproduce\n")?;
+    writeln!(
+        s,
+        "```sh\ncargo xtask bench            # everything above, rewrites this file (about 10 minutes)\ncargo bench -p sonde-benches --bench record   # one criterion group\n```\n"
+    )?;
+    if let Ok(notes) = std::fs::read_to_string(root.join("benches/NOTES.md")) {
+        s.push_str(&notes);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let text = "Running 10s test @ http://127.0.0.1:1/users/42\n  Latency Distribution\n     50%  210.00us\n     75%  300.00us\n     90%  400.50us\n     99%    1.20ms\n  100 requests in 10.00s\nRequests/sec:  45000.12\nTransfer/sec:      5.00MB\n";
+        let l = parse_wrk(text).expect("parses");
+        assert_eq!(l.requests_per_sec, 45000.12);
+        assert_eq!((l.p50_us, l.p90_us, l.p99_us), (210.0, 400.5, 1200.0));
+        assert_eq!(micros("2.5s"), Some(2.5e6));
+        assert!(parse_wrk("garbage").is_none());
+    }
+}
