@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 /// wrk rounds per configuration (alternating off and on).
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 7;
 /// Seconds per wrk round.
-const WRK_SECS: u32 = 10;
+const WRK_SECS: u32 = 5;
 /// wrk connections.
 const CONNECTIONS: u32 = 16;
 

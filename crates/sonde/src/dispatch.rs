@@ -24,8 +24,9 @@ use crate::ring::Ring;
 use crate::switches::{FOREVER_UNIX, Off, Source, Switches, unix};
 use sonde_core::PluginState;
 
-/// How long the dispatcher sleeps when the ring is empty. Bounds the delay
-/// before a partial batch reaches the plugins; `record()` never wakes it.
+/// How long the dispatcher sleeps when the ring is empty or holds less than
+/// a batch. Bounds the delay before a partial batch reaches the plugins;
+/// `record()` never wakes it.
 pub(crate) const IDLE_POLL: Duration = Duration::from_millis(5);
 
 /// Events taken per round before the command channel is looked at again.
@@ -97,7 +98,10 @@ impl Dispatcher {
             let command = match commands.try_recv() {
                 Ok(c) => Some(c),
                 Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) if taken > 0 => None,
+                // Under load, go straight on; a trickle (less than a batch)
+                // waits for more, so plugins get fuller batches and the
+                // dispatcher does not spin beside the host's threads.
+                Err(TryRecvError::Empty) if taken >= BATCH_SIZE => None,
                 Err(TryRecvError::Empty) => {
                     d.send_partial();
                     match commands.recv_timeout(IDLE_POLL) {
