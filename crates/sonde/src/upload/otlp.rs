@@ -60,7 +60,13 @@ pub(crate) fn partial_success(body: &[u8]) -> Option<(u64, String)> {
     let partial = response.partial_success?;
     let rejected = u64::try_from(partial.rejected_data_points).unwrap_or(0);
     (rejected > 0 || !partial.error_message.is_empty())
-        .then(|| (rejected, partial.error_message.chars().take(512).collect()))
+        // The message is the endpoint's: no control characters reach a log line.
+        .then(|| {
+            (
+                rejected,
+                partial.error_message.chars().filter(|c| !c.is_control()).take(512).collect(),
+            )
+        })
 }
 
 fn resource_metrics(report: &Report) -> ResourceMetrics {
@@ -444,11 +450,15 @@ mod tests {
         let body = ExportMetricsServiceResponse {
             partial_success: Some(ExportMetricsPartialSuccess {
                 rejected_data_points: 4,
-                error_message: "bad name".into(),
+                error_message: "bad\nname".into(),
             }),
         }
         .encode_to_vec();
-        assert_eq!(partial_success(&body), Some((4, "bad name".into())));
+        assert_eq!(
+            partial_success(&body),
+            Some((4, "badname".into())),
+            "control characters dropped"
+        );
         assert_eq!(partial_success(&ExportMetricsServiceResponse::default().encode_to_vec()), None);
         assert_eq!(partial_success(b""), None, "an empty 200 is full success");
         assert_eq!(partial_success(b"\xff\xff\xff"), None, "not protobuf: nothing to count");
