@@ -270,7 +270,7 @@ fn victoria_metrics_stores_what_sonde_sends_over_otlp() {
     let t = on(
         dir.path(),
         &url,
-        &format!("{OTLP}\ninterval = \"1h\"\nmax_interval = \"2h\""),
+        &format!("{OTLP}\ninterval = \"1h\"\nmax_interval = \"2h\"\nservice_name = \"e2e\""),
         &entries,
     );
     record(&t, 12);
@@ -281,8 +281,9 @@ fn victoria_metrics_stores_what_sonde_sends_over_otlp() {
     let outcome = t.send_now().expect("an uploader");
     assert!(outcome.status.is_some_and(|s| (200..300).contains(&s)), "{outcome:?}");
     let instance = t.instance_id().to_string();
-    let selector =
-        |name: &str, extra: &str| format!("{name}{{service.instance.id=\"{instance}\"{extra}}}");
+    let selector = |name: &str, extra: &str| {
+        format!("{name}{{service.name=\"e2e\",service.instance.id=\"{instance}\"{extra}}}")
+    };
     let deadline = Instant::now() + WAIT;
     let requests = loop {
         let q = selector("http.requests", ",method=\"GET\",status_class=\"2xx\"");

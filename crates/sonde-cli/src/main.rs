@@ -274,7 +274,13 @@ fn preview(c: &Common, events: &Path, otlp: bool) -> Result<ExitCode> {
         if out.is_terminal() {
             anyhow::bail!("--otlp writes binary protobuf: redirect it to a file or a pipe");
         }
-        std::io::Write::write_all(&mut out, &sonde::otlp_body(std::slice::from_ref(&report)))?;
+        std::io::Write::write_all(
+            &mut out,
+            &sonde::otlp_body(
+                std::slice::from_ref(&report),
+                &manifest.telemetry.delivery.service_name,
+            ),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     match c.format {

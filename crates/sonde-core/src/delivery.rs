@@ -18,6 +18,7 @@
 //! retry_initial = "30s"        # first backoff; doubles, full jitter, up to max_interval
 //! proxy = "http://user:pass@proxy:3128"  # optional; credentials never logged
 //! protocol = "sonde"           # or "otlp": OTLP/HTTP protobuf to an existing metrics engine
+//! service_name = "sonde"       # OTLP only: the resource's `service.name`
 //!
 //! [telemetry.headers]          # optional request headers, e.g. a token; never logged
 //! Authorization = "Bearer ..."
@@ -41,6 +42,8 @@ pub const MAX_BATCH_BYTES_LIMIT: u64 = crate::report::MAX_UPLOAD_DECODED_BYTES;
 /// Most spool files the manifest may allow.
 pub const MAX_SPOOL_FILES_LIMIT: u32 = 100_000;
 
+/// Longest `service_name`, in bytes.
+pub const MAX_SERVICE_NAME: usize = 128;
 /// Most entries in `[telemetry.headers]`.
 pub const MAX_HEADERS: usize = 16;
 /// Longest header name plus value in `[telemetry.headers]`, in bytes.
@@ -108,6 +111,9 @@ pub struct DeliverySettings {
     pub app_metrics: bool,
     /// `protocol`, default `sonde`.
     pub protocol: Protocol,
+    /// `service_name`, default `sonde`: the OTLP resource's `service.name`
+    /// (at most [`MAX_SERVICE_NAME`] bytes, printable).
+    pub service_name: String,
     /// `[telemetry.headers]`: extra request headers (at most
     /// [`MAX_HEADERS`]), e.g. credentials for an OTLP receiver. Never logged.
     pub headers: BTreeMap<String, String>,
@@ -132,6 +138,7 @@ impl Default for DeliverySettings {
             installation_id: false,
             app_metrics: false,
             protocol: Protocol::Sonde,
+            service_name: "sonde".to_string(),
             headers: BTreeMap::new(),
         }
     }

@@ -26,7 +26,8 @@ mod plugin_limits;
 mod report;
 
 pub use delivery::{
-    DeliverySettings, MAX_HEADER_BYTES, MAX_HEADERS, Protocol, is_loopback, redact,
+    DeliverySettings, MAX_HEADER_BYTES, MAX_HEADERS, MAX_SERVICE_NAME, Protocol, is_loopback,
+    redact,
 };
 pub use directive::{
     Directive, EndpointResponse, MAX_DIRECTIVE_METRICS, MAX_DIRECTIVE_TEXT, MAX_DIRECTIVES,

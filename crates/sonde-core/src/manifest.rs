@@ -33,7 +33,8 @@ use toml::Spanned;
 
 use crate::delivery::{
     DeliverySettings, MAX_BATCH_BYTES_LIMIT, MAX_DURATION, MAX_HEADER_BYTES, MAX_HEADERS,
-    MAX_REQUESTS_PER_HOUR_LIMIT, MAX_SPOOL_FILES_LIMIT, MIN_DURATION, Protocol, is_loopback,
+    MAX_REQUESTS_PER_HOUR_LIMIT, MAX_SERVICE_NAME, MAX_SPOOL_FILES_LIMIT, MIN_DURATION, Protocol,
+    is_loopback,
 };
 use crate::limits::*;
 use crate::location::Location;
@@ -182,6 +183,7 @@ struct RawTelemetry {
     #[serde(default)]
     app_metrics: bool,
     protocol: Option<Spanned<Protocol>>,
+    service_name: Option<Spanned<String>>,
     headers: Option<Spanned<BTreeMap<String, String>>>,
 }
 
@@ -505,6 +507,20 @@ impl Validator<'_> {
             installation_id: t.installation_id,
             app_metrics: t.app_metrics,
             protocol: t.protocol.as_ref().map_or(d.protocol, |p| *p.get_ref()),
+            service_name: match &t.service_name {
+                None => d.service_name,
+                Some(v) => {
+                    let name = v.get_ref();
+                    let ok = !name.is_empty()
+                        && name.len() <= MAX_SERVICE_NAME
+                        && !name.chars().any(char::is_control);
+                    if !ok {
+                        let msg = format!("must be 1 to {MAX_SERVICE_NAME} printable bytes");
+                        return Err(self.err(v, "telemetry.service_name".into(), msg));
+                    }
+                    name.clone()
+                }
+            },
             headers: self.headers(&t.headers)?,
         })
     }
@@ -703,6 +719,11 @@ mod tests {
     fn protocol_and_headers_are_read_and_checked() {
         let m = parse("[telemetry]\n").expect("defaults");
         assert_eq!(m.telemetry.delivery.protocol, Protocol::Sonde);
+        assert_eq!(m.telemetry.delivery.service_name, "sonde");
+        let m = parse("[telemetry]\nservice_name = \"checkout\"\n").expect("named");
+        assert_eq!(m.telemetry.delivery.service_name, "checkout");
+        let err = parse("[telemetry]\nservice_name = \"\"\n").expect_err("empty");
+        assert_eq!((err.at.line, err.at.key.as_deref()), (2, Some("telemetry.service_name")));
         assert!(m.telemetry.delivery.headers.is_empty());
         let text =
             "[telemetry]\nprotocol = \"otlp\"\n[telemetry.headers]\nAuthorization = \"Bearer t\"\n";

@@ -398,7 +398,7 @@ impl<T: Transport> Uploader<T> {
             let batch = self.spool.batch(self.settings.max_batch_bytes, self.batch_count)?;
             let body = match self.settings.protocol {
                 Protocol::Sonde => transport::gzip(&batch.body),
-                Protocol::Otlp => match otlp::encode(&batch.body) {
+                Protocol::Otlp => match otlp::encode(&batch.body, &self.settings.service_name) {
                     Ok(pb) => transport::gzip(&pb),
                     Err(e) => {
                         // The spool checks each report; this is a bug, not

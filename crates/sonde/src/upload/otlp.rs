@@ -34,22 +34,23 @@ pub(crate) const CONTENT_TYPE: &str = "application/x-protobuf";
 const SELF_SCOPE: &str = "sonde";
 
 /// Encodes a spool batch (`{"reports":[...]}`) as an OTLP protobuf body.
-pub(crate) fn encode(batch_json: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn encode(batch_json: &[u8], service: &str) -> Result<Vec<u8>, String> {
     let batch: ReportBatch =
         serde_json::from_slice(batch_json).map_err(|e| format!("spooled batch: {e}"))?;
-    Ok(encode_reports(&batch.reports))
+    Ok(encode_reports(&batch.reports, service))
 }
 
 /// The OTLP body (protobuf, before gzip) that a `protocol = "otlp"`
-/// endpoint receives for `reports`: what `sonde preview --format otlp`
-/// prints.
-pub fn encode_reports(reports: &[Report]) -> Vec<u8> {
-    request(reports).encode_to_vec()
+/// endpoint receives for `reports`, with `service` as `service.name` (the
+/// manifest's `service_name`): what `sonde preview --otlp` prints.
+pub fn encode_reports(reports: &[Report], service: &str) -> Vec<u8> {
+    request(reports, service).encode_to_vec()
 }
 
 /// The OTLP request for some reports.
-pub(crate) fn request(reports: &[Report]) -> ExportMetricsServiceRequest {
-    ExportMetricsServiceRequest { resource_metrics: reports.iter().map(resource_metrics).collect() }
+pub(crate) fn request(reports: &[Report], service: &str) -> ExportMetricsServiceRequest {
+    let resource_metrics = reports.iter().map(|r| resource_metrics(r, service)).collect();
+    ExportMetricsServiceRequest { resource_metrics }
 }
 
 /// Data points the endpoint rejected and its message, from a 2xx answer's
@@ -69,9 +70,9 @@ pub(crate) fn partial_success(body: &[u8]) -> Option<(u64, String)> {
         })
 }
 
-fn resource_metrics(report: &Report) -> ResourceMetrics {
+fn resource_metrics(report: &Report, service: &str) -> ResourceMetrics {
     let mut attributes = vec![
-        kv("service.name", "sonde"),
+        kv("service.name", service),
         kv("service.instance.id", &report.instance_id.to_string()),
         kv("telemetry.sdk.name", "sonde"),
         kv("telemetry.sdk.language", "rust"),
@@ -369,12 +370,13 @@ mod tests {
     fn a_report_becomes_one_resource_with_a_scope_per_plugin_and_source() {
         let r = report();
         let batch = serde_json::to_vec(&ReportBatch { reports: vec![r.clone()] }).expect("json");
-        let body = encode(&batch).expect("encodes");
+        let body = encode(&batch, "checkout").expect("encodes");
         let req = ExportMetricsServiceRequest::decode(body.as_slice()).expect("valid protobuf");
         assert_eq!(req.resource_metrics.len(), 1);
         let rm = &req.resource_metrics[0];
         let res = rm.resource.as_ref().expect("resource");
         assert_eq!(attr(&res.attributes, "service.instance.id"), Some(r.instance_id.to_string()));
+        assert_eq!(attr(&res.attributes, "service.name").as_deref(), Some("checkout"));
         let scopes: Vec<&str> = rm
             .scope_metrics
             .iter()
@@ -439,10 +441,10 @@ mod tests {
     #[test]
     fn a_batch_of_reports_is_one_request() {
         let batch = ReportBatch { reports: vec![report(), report(), report()] };
-        let body = encode(&serde_json::to_vec(&batch).expect("json")).expect("encodes");
+        let body = encode(&serde_json::to_vec(&batch).expect("json"), "sonde").expect("encodes");
         let req = ExportMetricsServiceRequest::decode(body.as_slice()).expect("valid");
         assert_eq!(req.resource_metrics.len(), 3);
-        assert!(encode(b"{not json").is_err());
+        assert!(encode(b"{not json", "sonde").is_err());
     }
 
     #[test]
