@@ -246,12 +246,8 @@ impl<T: Transport> Uploader<T> {
     fn spool_report(&mut self) -> bool {
         let Some(telemetry) = self.telemetry.upgrade() else { return false };
         let Ok(report) = telemetry.report() else { return false };
-        match self.spool.push(&report) {
-            Ok(dropped) => {
-                self.counters.spool_dropped.fetch_add(dropped, Relaxed);
-            }
-            Err(e) => tracing::debug!("cannot spool a report: {e}"),
-        }
+        let dropped = self.spool.push(&report);
+        self.counters.spool_dropped.fetch_add(dropped, Relaxed);
         self.counters.spooled.store(self.spool.len() as u64, Relaxed);
         self.status.last_report = Some(now_rfc3339());
         self.save_status();

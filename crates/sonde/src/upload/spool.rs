@@ -78,23 +78,30 @@ impl Spool {
         self.bytes
     }
 
-    /// Spools `report`; returns how many old reports the quota dropped.
-    pub(crate) fn push(&mut self, report: &Report) -> Result<u64, Error> {
+    /// Spools `report`; returns how many reports were lost doing it: old
+    /// ones the quota dropped, plus this one if it could not be written.
+    pub(crate) fn push(&mut self, report: &Report) -> u64 {
         let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         self.seq += 1;
         let name = format!("{millis:016}-{:08}-{}.json", self.seq % 100_000_000, report.report_id);
         let bytes = report.to_json();
-        crate::state::write_private(&self.dir.join(&name), &bytes)?;
+        // Room first, so the spool never holds more than its quota, not
+        // even for a moment; a report over the byte quota by itself is kept.
+        let dropped = self.make_room(bytes.len() as u64);
+        if let Err(e) = crate::state::write_private(&self.dir.join(&name), &bytes) {
+            // A report that cannot be spooled is lost: count it with the rest.
+            tracing::debug!("cannot spool a report: {e}");
+            return dropped + 1;
+        }
         self.bytes += bytes.len() as u64;
         self.files.insert(name, bytes.len() as u64);
-        Ok(self.enforce_quota())
+        dropped
     }
 
-    fn enforce_quota(&mut self) -> u64 {
+    /// Drops the oldest reports until one more of `incoming` bytes fits.
+    fn make_room(&mut self, incoming: u64) -> u64 {
         let mut dropped = 0;
-        while self.files.len() > self.max_files
-            || (self.bytes > self.max_bytes && self.files.len() > 1)
-        {
+        while self.files.len() >= self.max_files || self.bytes + incoming > self.max_bytes {
             let Some((name, size)) = self.files.pop_first() else { break };
             let _ = fs::remove_file(self.dir.join(&name));
             self.bytes -= size;
@@ -169,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut spool = Spool::open(dir.path(), 3, 1 << 20).expect("open");
         let reports: Vec<Report> = (0..5).map(|_| report()).collect();
-        let dropped: u64 = reports.iter().map(|r| spool.push(r).expect("push")).sum();
+        let dropped: u64 = reports.iter().map(|r| spool.push(r)).sum();
         assert_eq!((dropped, spool.len()), (2, 3));
         let batch = spool.batch(1 << 20, 100).expect("batch");
         let back: sonde_core::ReportBatch = serde_json::from_slice(&batch.body).expect("decodes");
@@ -184,7 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut spool = Spool::open(dir.path(), 100, 1 << 20).expect("open");
         for _ in 0..4 {
-            spool.push(&report()).expect("push");
+            spool.push(&report());
         }
         let one = report().to_json().len() as u64;
         assert_eq!(spool.batch(one * 2 + 1, 100).expect("batch").count, 2);
@@ -196,11 +203,11 @@ mod tests {
     fn a_corrupt_file_is_set_aside_and_the_rest_survive_a_reopen() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut spool = Spool::open(dir.path(), 100, 1 << 20).expect("open");
-        spool.push(&report()).expect("push");
+        spool.push(&report());
         std::fs::write(dir.path().join("0000000000000000-00000000-x.json"), b"{not json")
             .expect("write");
         std::fs::write(dir.path().join("leftover.json.tmp123"), b"half").expect("write");
-        spool.push(&report()).expect("push");
+        spool.push(&report());
         let mut reopened = Spool::open(dir.path(), 100, 1 << 20).expect("reopen");
         assert_eq!(reopened.len(), 3);
         assert!(!dir.path().join("leftover.json.tmp123").exists());
