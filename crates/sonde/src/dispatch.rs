@@ -101,9 +101,13 @@ impl Dispatcher {
                 // Under load, go straight on; a trickle (less than a batch)
                 // waits for more, so plugins get fuller batches and the
                 // dispatcher does not spin beside the host's threads.
+                // Partial batches go out only once the ring is empty (and on
+                // flush and report), so batch sizes do not depend on timing.
                 Err(TryRecvError::Empty) if taken >= BATCH_SIZE => None,
                 Err(TryRecvError::Empty) => {
-                    d.send_partial();
+                    if taken == 0 {
+                        d.send_partial();
+                    }
                     match commands.recv_timeout(IDLE_POLL) {
                         Ok(c) => Some(c),
                         Err(RecvTimeoutError::Timeout) => None,
