@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sonde::{BufferStats, Manifest, Mode, PluginState, Report, Telemetry};
 use sonde_tests::{
-    Collector, Entry, Fault, FaultyEndpoint, capture_logs, plugin, warnings, write_manifest,
+    Collector, Entry, Fault, FaultyEndpoint, capture_logs, crash_telemetry, plugin, warnings,
+    write_manifest,
 };
 use uuid::Uuid;
 
@@ -83,16 +84,10 @@ fn sigkill_while_spooling_and_while_sending_loses_nothing_and_stores_each_report
     let state = dir.path().join("state");
     let collector =
         Collector::start(dir.path(), "[rate_limit]\nreports_per_minute = 60000\nburst = 10000\n");
-    let collector_addr = collector.url.trim_start_matches("http://").split('/').next().unwrap();
-    let collector_addr = collector_addr.parse().unwrap();
+    let collector_addr = collector.addr;
     // The endpoint refuses (503) while we kill the host as it spools.
     let proxy = FaultyEndpoint::start(Fault::Status(503, None));
-    let telemetry = format!(
-        "mode = \"on\"\nendpoint = \"{}\"\nstate_dir = \"state\"\ninterval = \"100ms\"\n\
-         min_interval = \"100ms\"\nmax_interval = \"300ms\"\nretry_initial = \"100ms\"\n\
-         max_requests_per_hour = 3600\nrequest_timeout = \"60s\"",
-        proxy.url
-    );
+    let telemetry = crash_telemetry(&proxy.url);
     let manifest = write_manifest(
         dir.path(),
         &telemetry,

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use sonde::{Manifest, Report, Telemetry};
 use sonde_tests::{
-    Collector, Entry, Fault, FaultyEndpoint, capture_logs, example_entries, examples_dir,
-    free_port, plugin, plugin_report, total, warnings, write_manifest,
+    Collector, Entry, Fault, FaultyEndpoint, capture_logs, crash_telemetry, example_entries,
+    examples_dir, free_port, plugin, plugin_report, total, warnings, write_manifest,
 };
 use uuid::Uuid;
 
@@ -418,8 +418,7 @@ fn collector(instances: u64, reports: u64) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let policy = format!("[rate_limit]\nreports_per_minute = 600\nburst = {BURST}\n");
     let c = Collector::start(dir.path(), &policy);
-    let addr: SocketAddr =
-        c.url.trim_start_matches("http://").split('/').next().unwrap().parse()?;
+    let addr = c.addr;
     let template = sample_report()?;
     let total_threads = (instances + GREEDY) as usize;
     let barrier = Arc::new(Barrier::new(total_threads));
@@ -548,14 +547,9 @@ fn crashes(kills: u64) -> Result<()> {
     let state = dir.path().join("state");
     let c =
         Collector::start(dir.path(), "[rate_limit]\nreports_per_minute = 60000\nburst = 10000\n");
-    let to: SocketAddr = c.url.trim_start_matches("http://").split('/').next().unwrap().parse()?;
+    let to = c.addr;
     let proxy = FaultyEndpoint::start(Fault::Status(503, None));
-    let telemetry = format!(
-        "mode = \"on\"\nendpoint = \"{}\"\nstate_dir = \"state\"\ninterval = \"100ms\"\n\
-         min_interval = \"100ms\"\nmax_interval = \"300ms\"\nretry_initial = \"100ms\"\n\
-         max_requests_per_hour = 3600\nrequest_timeout = \"60s\"\nspool_max_files = 100000",
-        proxy.url
-    );
+    let telemetry = format!("{}\nspool_max_files = 100000", crash_telemetry(&proxy.url));
     let manifest = write_manifest(dir.path(), &telemetry, &example_entries());
     let spawn = || -> Result<(Child, Uuid)> {
         let mut child = Command::new(&exe)

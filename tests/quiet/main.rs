@@ -4,35 +4,14 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sonde::{Manifest, Telemetry};
-use sonde_tests::{Reply, ScriptedEndpoint, write_manifest};
-
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use sonde_tests::{Reply, ScriptedEndpoint, capture_logs, log_lines, write_manifest};
 
 #[test]
 fn a_failing_endpoint_gets_one_warning_not_a_flood() {
-    let lines = Lines::default();
-    let sink = lines.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    capture_logs();
     let endpoint = ScriptedEndpoint::start(vec![], Some(Reply::status(500)));
     let dir = tempfile::tempdir().unwrap();
     let telemetry = format!(
@@ -50,7 +29,8 @@ fn a_failing_endpoint_gets_one_warning_not_a_flood() {
     endpoint.wait_for(n + 2, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(300));
     drop(t);
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    // The only test in this binary: every captured line is its own.
+    let text = log_lines("").join("\n");
     let warnings = text.lines().filter(|l| l.contains("WARN")).count();
     assert_eq!(warnings, 1, "one warning for {n} failures:\n{text}");
     assert!(text.contains("telemetry delivery failing"), "{text}");

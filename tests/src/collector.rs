@@ -9,6 +9,8 @@ use sonde_collector::{AdminAccess, CollectorState, Policy, Store};
 pub struct Collector {
     /// `http://127.0.0.1:PORT/v1/reports`.
     pub url: String,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
     /// Its state, to read the store directly.
     pub state: CollectorState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -34,6 +36,7 @@ impl Collector {
         }));
         Collector {
             url: format!("http://{addr}/v1/reports"),
+            addr,
             state,
             stop: Some(stop),
             _runtime: runtime,

@@ -33,6 +33,17 @@ pub(crate) fn accept_forever<S: Send + Sync + 'static>(
     });
 }
 
+/// The `[telemetry]` body of the SIGKILL tests: sending to `endpoint` (a
+/// proxy in front of a collector), a report every 100 ms, quick retries and
+/// a long request timeout, so a kill can land while a send is in flight.
+pub fn crash_telemetry(endpoint: &str) -> String {
+    format!(
+        "mode = \"on\"\nendpoint = \"{endpoint}\"\nstate_dir = \"state\"\ninterval = \"100ms\"\n\
+         min_interval = \"100ms\"\nmax_interval = \"300ms\"\nretry_initial = \"100ms\"\n\
+         max_requests_per_hour = 3600\nrequest_timeout = \"60s\""
+    )
+}
+
 /// The folder `cargo xtask plugins` builds into.
 pub fn plugins_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")

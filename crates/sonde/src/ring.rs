@@ -5,7 +5,7 @@
 //! are only touched on the rare paths (drop, truncated, invalid), so the
 //! common path is the queue's own compare-and-swap.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
@@ -20,8 +20,8 @@ const DROP_STRIPES: usize = 8;
 thread_local! {
     /// This thread's drop-counter stripe, assigned round-robin.
     static STRIPE: usize = {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        (NEXT.fetch_add(1, Relaxed) as usize) % DROP_STRIPES
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Relaxed) % DROP_STRIPES
     };
 }
 

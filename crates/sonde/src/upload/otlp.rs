@@ -14,6 +14,7 @@
 //! (events recorded, processed and dropped; per-plugin cost; delivery).
 //! Values are cumulative since `started`, as in the report.
 
+use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -160,21 +161,32 @@ fn self_metrics(report: &Report, at: Times) -> ScopeMetrics {
     }
 }
 
-/// Puts the data points of metrics with the same name into one metric, as
-/// OTLP expects (one metric per name and scope).
+/// Puts the data points of metrics with the same name and kind into one
+/// metric, as OTLP expects (one metric per name and scope). Linear: a source
+/// may report a thousand series.
 fn merge_by_name(metrics: Vec<PbMetric>) -> Vec<PbMetric> {
     let mut out: Vec<PbMetric> = Vec::with_capacity(metrics.len());
+    let mut index: HashMap<(String, u8), usize> = HashMap::new();
     for m in metrics {
-        match out.iter_mut().find(|o| o.name == m.name) {
-            Some(o) => match (&mut o.data, m.data) {
-                (Some(Data::Sum(a)), Some(Data::Sum(b))) => a.data_points.extend(b.data_points),
-                (Some(Data::Gauge(a)), Some(Data::Gauge(b))) => a.data_points.extend(b.data_points),
-                (Some(Data::Histogram(a)), Some(Data::Histogram(b))) => {
-                    a.data_points.extend(b.data_points)
-                }
-                _ => {}
-            },
-            None => out.push(m),
+        let kind = match &m.data {
+            Some(Data::Sum(_)) => 1,
+            Some(Data::Gauge(_)) => 2,
+            Some(Data::Histogram(_)) => 3,
+            _ => 0,
+        };
+        let Some(&i) = index.get(&(m.name.clone(), kind)) else {
+            index.insert((m.name.clone(), kind), out.len());
+            out.push(m);
+            continue;
+        };
+        match (&mut out[i].data, m.data) {
+            (Some(Data::Sum(a)), Some(Data::Sum(b))) => a.data_points.extend(b.data_points),
+            (Some(Data::Gauge(a)), Some(Data::Gauge(b))) => a.data_points.extend(b.data_points),
+            (Some(Data::Histogram(a)), Some(Data::Histogram(b))) => {
+                a.data_points.extend(b.data_points)
+            }
+            // Same key, so same kind: cannot happen.
+            _ => {}
         }
     }
     out
@@ -436,6 +448,29 @@ mod tests {
         assert_eq!((value("sonde.events.recorded"), value("sonde.events.dropped")), (10, 3));
         assert_eq!(value("sonde.plugin.events"), 7);
         assert_eq!(value("sonde.source.overflow"), 1);
+    }
+
+    #[test]
+    fn series_merge_by_name_and_kind_and_none_is_lost() {
+        let mut r = report();
+        let scalar = |v| MetricValue::Scalar { value: v };
+        r.sources[0].metrics = vec![
+            series("app.x", MetricKind::Counter, "a", scalar(1.0)),
+            series("app.x", MetricKind::Gauge, "a", scalar(2.0)),
+            series("app.x", MetricKind::Counter, "b", scalar(3.0)),
+        ];
+        let req = request(&[r], "sonde");
+        let source = &req.resource_metrics[0].scope_metrics[2];
+        let points: Vec<(&str, usize)> = source
+            .metrics
+            .iter()
+            .map(|m| match &m.data {
+                Some(Data::Sum(s)) => ("sum", s.data_points.len()),
+                Some(Data::Gauge(g)) => ("gauge", g.data_points.len()),
+                _ => ("other", 0),
+            })
+            .collect();
+        assert_eq!(points, [("sum", 2), ("gauge", 1)]);
     }
 
     #[test]
