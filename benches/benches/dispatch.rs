@@ -41,7 +41,7 @@ impl Native {
     const METHODS: [&'static str; 9] =
         ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
 
-    fn count(&mut self, e: &Event) {
+    fn count(&mut self, e: &Event<'_>) {
         let method = match e.get(0) {
             Some(Value::Str(m)) => Self::METHODS.iter().position(|k| *k == m).unwrap_or(9),
             _ => 9,
@@ -65,7 +65,7 @@ fn dispatch(c: &mut Criterion) {
             rounds(n, |k| {
                 let start = Instant::now();
                 for e in &events[..k] {
-                    t.record(*e);
+                    t.record(e);
                 }
                 t.flush().unwrap();
                 start.elapsed()
@@ -77,7 +77,7 @@ fn dispatch(c: &mut Criterion) {
             rounds(n, |k| {
                 let before = busy_us(&t);
                 for e in &events[..k] {
-                    t.record(*e);
+                    t.record(e);
                 }
                 t.flush().unwrap();
                 Duration::from_micros(busy_us(&t) - before)

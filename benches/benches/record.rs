@@ -1,5 +1,6 @@
-//! `record()` on the request path, side by side with the floor (a bare
-//! `ArrayQueue` push of the same event) and the peers a user would pick
+//! `record()` on the request path, side by side with two floors (a bare
+//! `ArrayQueue` push of the same event as an owned value, and a bare
+//! `thingbuf` slot written in place, as sonde's ring does) and the peers a user would pick
 //! instead: the OpenTelemetry SDK's `Counter::add` with three attributes and
 //! `metrics::counter!` with three labels through the Prometheus recorder.
 //! One and two threads; the buffer not full and full.
@@ -14,14 +15,12 @@ use crossbeam_queue::ArrayQueue;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry_sdk::metrics::{ManualReader, SdkMeterProvider};
-use sonde::Event;
-use sonde_benches::{event, runtime, timed};
+use sonde_benches::{Overwrite, OwnedEvent, record_one, runtime, timed};
+use thingbuf::ThingBuf;
 
 const CAPACITY: usize = 65_536;
 /// Events per thread between drains: two threads stay under the capacity.
 const CHUNK: u64 = 16_384;
-/// A ring that fits the caches (1.4 MB instead of 22.5 MB).
-const SMALL: usize = 4_096;
 
 fn record(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -29,14 +28,16 @@ fn record(c: &mut Criterion) {
     let full_dir = tempfile::tempdir().unwrap();
     let sonde_full = runtime(full_dir.path(), CAPACITY, &[], false);
     for _ in 0..CAPACITY {
-        sonde_full.record(event());
+        record_one(&sonde_full);
     }
-    let small_dir = tempfile::tempdir().unwrap();
-    let sonde_small = runtime(small_dir.path(), SMALL, &[], true);
-    let floor_small: ArrayQueue<Event> = ArrayQueue::new(SMALL);
-    let floor: ArrayQueue<Event> = ArrayQueue::new(CAPACITY);
-    let floor_full: ArrayQueue<Event> = ArrayQueue::new(CAPACITY);
-    while floor_full.push(event()).is_ok() {}
+    let floor: ArrayQueue<OwnedEvent> = ArrayQueue::new(CAPACITY);
+    let floor_full: ArrayQueue<OwnedEvent> = ArrayQueue::new(CAPACITY);
+    while floor_full.push(OwnedEvent::new()).is_ok() {}
+    let in_place = ThingBuf::with_recycle(CAPACITY, Overwrite);
+    let in_place_full = ThingBuf::with_recycle(CAPACITY, Overwrite);
+    while let Ok(mut slot) = in_place_full.push_ref() {
+        slot.fill();
+    }
 
     let provider = SdkMeterProvider::builder().with_reader(ManualReader::builder().build()).build();
     let otel = provider.meter("bench").u64_counter("http.requests").build();
@@ -47,44 +48,51 @@ fn record(c: &mut Criterion) {
     for threads in [1, 2] {
         let mut g = c.benchmark_group(format!("record/{threads}t"));
         g.measurement_time(Duration::from_secs(3)).sample_size(30);
-        g.bench_function("sonde record, not full", |b| {
-            b.iter_custom(|n| {
-                timed(threads, n, CHUNK, &|| sonde.record(event()), || sonde.flush().unwrap())
-            })
-        });
-        g.bench_function("floor ArrayQueue push, not full", |b| {
-            b.iter_custom(|n| {
+        for (fill, full) in [("not full", false), ("full", true)] {
+            g.bench_function(format!("sonde record, {fill}"), |b| {
+                let t = if full { &sonde_full } else { &sonde };
+                let chunk = if full { u64::MAX } else { CHUNK };
+                b.iter_custom(|n| {
+                    timed(threads, n, chunk, &|| record_one(t), || {
+                        if !full {
+                            t.flush().unwrap()
+                        }
+                    })
+                })
+            });
+            g.bench_function(format!("floor ArrayQueue push, {fill}"), |b| {
+                let q = if full { &floor_full } else { &floor };
+                let chunk = if full { u64::MAX } else { CHUNK };
                 let push = || {
-                    let _ = black_box(floor.push(event()));
+                    let _ = black_box(q.push(OwnedEvent::new()));
                 };
-                timed(threads, n, CHUNK, &push, || while floor.pop().is_some() {})
-            })
-        });
-        g.bench_function("sonde record, not full, 4k ring", |b| {
-            b.iter_custom(|n| {
-                let drain = || sonde_small.flush().unwrap();
-                timed(threads, n, SMALL as u64 / 4, &|| sonde_small.record(event()), drain)
-            })
-        });
-        g.bench_function("floor ArrayQueue push, not full, 4k ring", |b| {
-            b.iter_custom(|n| {
+                b.iter_custom(|n| {
+                    timed(threads, n, chunk, &push, || {
+                        if !full {
+                            while q.pop().is_some() {}
+                        }
+                    })
+                })
+            });
+            g.bench_function(format!("floor thingbuf in place, {fill}"), |b| {
+                let q = if full { &in_place_full } else { &in_place };
+                let chunk = if full { u64::MAX } else { CHUNK };
                 let push = || {
-                    let _ = black_box(floor_small.push(event()));
+                    if let Ok(mut slot) = q.push_ref() {
+                        slot.fill();
+                    }
                 };
-                timed(threads, n, SMALL as u64 / 4, &push, || while floor_small.pop().is_some() {})
-            })
-        });
-        g.bench_function("sonde record, full", |b| {
-            b.iter_custom(|n| timed(threads, n, u64::MAX, &|| sonde_full.record(event()), || {}))
-        });
-        g.bench_function("floor ArrayQueue push, full", |b| {
-            b.iter_custom(|n| {
-                let push = || {
-                    let _ = black_box(floor_full.push(event()));
-                };
-                timed(threads, n, u64::MAX, &push, || {})
-            })
-        });
+                b.iter_custom(|n| {
+                    timed(threads, n, chunk, &push, || {
+                        if !full {
+                            while let Some(e) = q.pop_ref() {
+                                black_box(e.status());
+                            }
+                        }
+                    })
+                })
+            });
+        }
         g.bench_function("opentelemetry Counter::add, 3 attributes", |b| {
             b.iter_custom(|n| {
                 let add = || {

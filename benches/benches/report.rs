@@ -39,7 +39,7 @@ fn report(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let t = runtime(dir.path(), 65_536, &example_entries(), true);
     for i in 0..10_000 {
-        t.record(mixed_event(i));
+        t.record(&mixed_event(i));
     }
     let metrics = (0..SERIES)
         .map(|i| Metric {

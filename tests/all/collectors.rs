@@ -21,7 +21,7 @@ fn report_for_examples(chunk: usize) -> Report {
     let events = sonde::events_from_records(&records).unwrap();
     for c in events.chunks(chunk) {
         for e in c {
-            t.record(*e);
+            t.record(e);
         }
         t.flush().unwrap();
     }

@@ -91,8 +91,9 @@ fn spooled(state: &Path) -> BTreeSet<Uuid> {
     .collect()
 }
 
-fn event(i: i64) -> sonde::Event {
-    HTTP.event()
+fn event(i: i64) -> sonde::Event<'static> {
+    *HTTP
+        .event()
         .str("method", "GET")
         .str("route", "/users/{id}")
         .int("status", 200 + (i % 3) * 100)
@@ -122,7 +123,7 @@ fn timed_records(t: &Telemetry, secs: u64) -> Vec<u64> {
         for _ in 0..100 {
             let e = event(i);
             let s = Instant::now();
-            t.record(e);
+            t.record(&e);
             lat.push(s.elapsed().as_nanos() as u64);
             i += 1;
         }
@@ -297,7 +298,7 @@ fn overload(secs: u64, threads: u64) -> Result<()> {
                 let mut n = 0u64;
                 while !stop.load(Relaxed) {
                     for i in 0..1024 {
-                        t.record(event(i));
+                        t.record(&event(i));
                     }
                     n += 1024;
                 }
@@ -405,7 +406,7 @@ fn sample_report() -> Result<Report> {
     let text = std::fs::read_to_string(examples_dir().join("events.jsonl"))?;
     let records = sonde_core::parse_events_jsonl(&text, Path::new("events.jsonl"))?;
     for e in sonde::events_from_records(&records)? {
-        t.record(e);
+        t.record(&e);
     }
     Ok(t.report()?)
 }

@@ -289,24 +289,26 @@ fn render(
     writeln!(s, "## 1. `record()` on the request path\n")?;
     writeln!(
         s,
-        "ns per event (per thread with 2 threads). Floor: a bare `crossbeam_queue::ArrayQueue` push of the same 344-byte event. Peers: OpenTelemetry SDK 0.33 `Counter::add` with 3 attributes (ManualReader), `metrics` 0.24 `counter!` with 3 labels through `metrics-exporter-prometheus` 0.18's recorder.\n"
+        "ns per event (per thread with 2 threads), the event `http.request` with method, route and status. Floor (the goal's): a bare `crossbeam_queue::ArrayQueue` push of the same event as an owned 344-byte value. In-place floor: a bare `thingbuf` slot (one queue, no sonde) with the same bytes written into it, which is what sonde's ring does per shard. Peers: OpenTelemetry SDK 0.33 `Counter::add` with 3 attributes (ManualReader), `metrics` 0.24 `counter!` with 3 labels through `metrics-exporter-prometheus` 0.18's recorder.\n"
     )?;
     writeln!(
         s,
-        "| threads | buffer | sonde | floor | sonde / floor (goal ≤ 1.5) | OpenTelemetry | OTel / sonde (goal ≥ 3) | metrics | metrics / sonde (goal ≥ 3) |"
+        "| threads | buffer | sonde | floor | sonde / floor (goal ≤ 1.5) | in-place floor | sonde / in-place | OpenTelemetry | OTel / sonde (goal ≥ 3) | metrics | metrics / sonde (goal ≥ 3) |"
     )?;
-    writeln!(s, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     for t in [1, 2] {
         let otel = get(&format!("record/{t}t/opentelemetry Counter::add, 3 attributes"))?;
         let metrics = get(&format!("record/{t}t/metrics counter!, 3 labels, prometheus recorder"))?;
         for fill in ["not full", "full"] {
             let sonde = get(&format!("record/{t}t/sonde record, {fill}"))?;
             let floor = get(&format!("record/{t}t/floor ArrayQueue push, {fill}"))?;
+            let in_place = get(&format!("record/{t}t/floor thingbuf in place, {fill}"))?;
             let r = sonde / floor;
             writeln!(
                 s,
-                "| {t} | {fill} | {sonde:.1} | {floor:.1} | {r:.2} ({}) | {otel:.1} | {:.1}× ({}) | {metrics:.1} | {:.1}× ({}) |",
+                "| {t} | {fill} | {sonde:.1} | {floor:.1} | {r:.2} ({}) | {in_place:.1} | {:.2} | {otel:.1} | {:.1}× ({}) | {metrics:.1} | {:.1}× ({}) |",
                 verdict(r <= 1.5, || format!("{r:.2}× the floor")),
+                sonde / in_place,
                 otel / sonde,
                 verdict(otel / sonde >= 3.0, || format!("{:.1}×", otel / sonde)),
                 metrics / sonde,

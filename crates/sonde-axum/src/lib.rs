@@ -107,23 +107,32 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let mut event = HTTP_REQUEST.event().str("method", method_name(req.method()));
-        let route =
-            req.extensions().get::<MatchedPath>().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-        event = event.str("route", route);
-        if self.layer.user_agent
-            && let Some(ua) =
-                req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok())
-        {
-            event = event.str("user_agent", ua);
-        }
+        // What the event needs is kept (a `&'static str` and two reference
+        // counts); the event itself is written into the ring on completion.
+        let request = RequestFields {
+            method: method_name(req.method()),
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            user_agent: if self.layer.user_agent {
+                req.headers().get(http::header::USER_AGENT).cloned()
+            } else {
+                None
+            },
+        };
         ResponseFuture {
             inner: self.inner.call(req),
-            event: Some(event),
+            request: Some(request),
             start: Instant::now(),
             telemetry: self.layer.telemetry.clone(),
         }
     }
+}
+
+/// The parts of a request the event is made of.
+#[derive(Debug)]
+struct RequestFields {
+    method: &'static str,
+    route: Option<MatchedPath>,
+    user_agent: Option<http::HeaderValue>,
 }
 
 pin_project_lite::pin_project! {
@@ -132,7 +141,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        event: Option<sonde::Event>,
+        request: Option<RequestFields>,
         start: Instant,
         telemetry: Telemetry,
     }
@@ -147,11 +156,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
-        if let Some(event) = this.event.take() {
+        if let Some(request) = this.request.take() {
             let micros = i64::try_from(this.start.elapsed().as_micros()).unwrap_or(i64::MAX);
             // An error from the inner service is a 500 as far as telemetry goes.
             let status = result.as_ref().map_or(500, |r| i64::from(r.status().as_u16()));
-            this.telemetry.record(event.int("status", status).int("duration_us", micros));
+            let route = request.route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            let mut event = HTTP_REQUEST.event();
+            event
+                .str("method", request.method)
+                .str("route", route)
+                .int("status", status)
+                .int("duration_us", micros);
+            if let Some(ua) = request.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+                event.str("user_agent", ua);
+            }
+            this.telemetry.record(&event);
         }
         Poll::Ready(result)
     }

@@ -82,7 +82,7 @@ pub(crate) fn bench(
     loop {
         let mut n = 0;
         for e in replay.by_ref().take(BATCH) {
-            telemetry.record(*e);
+            telemetry.record(e);
             n += 1;
         }
         if n == 0 {

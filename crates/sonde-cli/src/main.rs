@@ -222,7 +222,7 @@ fn record_file(telemetry: &Telemetry, path: &Path, capacity: usize) -> Result<()
     // Record in chunks that fit the ring, so no event is dropped.
     for chunk in events.chunks((capacity / 2).max(1)) {
         for e in chunk {
-            telemetry.record(*e);
+            telemetry.record(e);
         }
         telemetry.flush()?;
     }

@@ -6,7 +6,7 @@
 //! Routes from an event kind to the plugins that may see it are computed the
 //! first time the kind is seen and cached.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use sonde_core::{Directive, MAX_DIRECTIVE_METRICS, PluginReport, PluginSpec};
 
-use crate::event::{Event, EventKind};
+use crate::event::{EventKind, Slot};
 use crate::overview::PluginOverview;
 use crate::plugin::{BATCH_SIZE, Loader, Plugin};
 use crate::ring::Ring;
@@ -59,7 +59,9 @@ pub(crate) struct Dispatcher {
     ring: Arc<Ring>,
     processed: Arc<AtomicU64>,
     plugins: Vec<Plugin>,
-    routes: HashMap<usize, Vec<Route>>,
+    /// Keyed by the kind's address; looked up once per event, so hashed
+    /// with Fx rather than SipHash (no untrusted keys here).
+    routes: FxHashMap<usize, Vec<Route>>,
     switches: Switches,
     /// Where switches persist; `None` for an ephemeral runtime.
     state_dir: Option<PathBuf>,
@@ -84,7 +86,7 @@ impl Dispatcher {
             ring,
             processed,
             plugins,
-            routes: HashMap::new(),
+            routes: FxHashMap::default(),
             switches,
             state_dir,
             last_expiry_check: 0,
@@ -349,19 +351,15 @@ impl Dispatcher {
 
     /// Takes up to `max` events off the ring; returns how many.
     fn drain(&mut self, max: usize) -> usize {
-        let mut taken = 0;
-        while taken < max {
-            let Some(event) = self.ring.pop() else { break };
-            taken += 1;
-            self.dispatch(&event);
-        }
+        let ring = Arc::clone(&self.ring);
+        let taken = ring.drain(max, |slot| self.dispatch(slot));
         if taken > 0 {
             self.processed.fetch_add(taken as u64, Relaxed);
         }
         taken
     }
 
-    fn dispatch(&mut self, event: &Event) {
+    fn dispatch(&mut self, event: &Slot) {
         let kind = event.kind();
         let key = kind as *const EventKind as usize;
         let plugins = &mut self.plugins;

@@ -1,11 +1,13 @@
-//! Events: fixed-size values that `record()` copies into the ring buffer.
+//! Events: what `record()` takes, and the slots it writes them into.
 //!
-//! An [`Event`] never allocates. Its kind and field names come from an
-//! [`EventKind`] declared once (usually a `static`), its values live inline:
-//! up to [`MAX_FIELDS`] integers, floats or strings, with all string bytes of
-//! one event sharing [`MAX_EVENT_TEXT`] bytes. A string that does not fit is
-//! cut at a character boundary and the event is counted as truncated; a field
-//! name the kind does not declare is counted as invalid and ignored.
+//! An [`Event`] is a small value built on the caller's stack: a kind, and up
+//! to [`MAX_FIELDS`] integers, floats or borrowed strings. It never
+//! allocates. `record()` writes it straight into a preallocated ring slot
+//! ([`Slot`]), copying only the fields that are set and the string bytes,
+//! which all strings of one event share: [`MAX_EVENT_TEXT`] bytes. A string
+//! that does not fit is cut at a character boundary and the event is counted
+//! as truncated; a field name the kind does not declare is counted as
+//! invalid and ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -36,13 +38,54 @@ pub const MAX_INTERNED_KINDS: usize = 256;
 ///     "http.request",
 ///     &["method", "route", "status", "duration_us", "user_agent"],
 /// );
-/// let event = HTTP.event().str("method", "GET").int("status", 200);
+/// // Record in one expression: `telemetry.record(HTTP.event().str(..).int(..))`,
+/// // or bind the event first and set fields on it:
+/// let mut event = HTTP.event();
+/// event.str("method", "GET").int("status", 200);
 /// assert_eq!(event.kind().name(), "http.request");
 /// ```
 #[derive(Debug)]
 pub struct EventKind {
     name: &'static str,
     fields: &'static [&'static str],
+    /// [`name_key`] of each field: finding a field by name compares two
+    /// words per field instead of strings.
+    keys: [NameKey; MAX_FIELDS],
+}
+
+/// A field name's first 15 bytes and its length, as two words: equal keys
+/// mean equal names for names up to 15 bytes (longer ones are compared in
+/// full after their keys match).
+type NameKey = [u64; 2];
+
+/// Names longer than this are compared in full when their keys match.
+const KEY_BYTES: usize = 15;
+
+/// The [`NameKey`] of `name`. For a literal name this folds to a constant.
+#[inline(always)]
+const fn name_key(name: &str) -> NameKey {
+    let b = name.as_bytes();
+    let mut key = [0u64; 2];
+    let mut i = 0;
+    while i < b.len() && i < KEY_BYTES {
+        key[i / 8] |= (b[i] as u64) << ((i % 8) * 8);
+        i += 1;
+    }
+    // The length goes in the last byte (saturated: longer names are
+    // compared in full anyway).
+    let len = if b.len() > 255 { 255 } else { b.len() as u64 };
+    key[1] |= len << 56;
+    key
+}
+
+const fn name_keys(fields: &[&str]) -> [NameKey; MAX_FIELDS] {
+    let mut keys = [[0; 2]; MAX_FIELDS];
+    let mut i = 0;
+    while i < fields.len() {
+        keys[i] = name_key(fields[i]);
+        i += 1;
+    }
+    keys
 }
 
 impl EventKind {
@@ -50,7 +93,7 @@ impl EventKind {
     /// [`MAX_FIELDS`] fields.
     pub const fn new(name: &'static str, fields: &'static [&'static str]) -> EventKind {
         assert!(fields.len() <= MAX_FIELDS, "an event kind has at most MAX_FIELDS fields");
-        EventKind { name, fields }
+        EventKind { name, fields, keys: name_keys(fields) }
     }
 
     /// A kind made at run time, e.g. from an events file. The same name and
@@ -74,10 +117,9 @@ impl EventKind {
         }
         let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
         let fields: Vec<&'static str> = fields.iter().map(|f| leak(f)).collect();
-        let kind: &'static EventKind = Box::leak(Box::new(EventKind {
-            name: leak(name),
-            fields: Box::leak(fields.into_boxed_slice()),
-        }));
+        let fields: &'static [&'static str] = Box::leak(fields.into_boxed_slice());
+        let kind: &'static EventKind =
+            Box::leak(Box::new(EventKind { name: leak(name), fields, keys: name_keys(fields) }));
         kinds.push(kind);
         Ok(kind)
     }
@@ -95,46 +137,56 @@ impl EventKind {
     /// The position of field `name`.
     #[inline(always)]
     pub fn field_index(&self, name: &str) -> Option<usize> {
-        self.fields
-            .iter()
-            .position(|f| (f.as_ptr() == name.as_ptr() && f.len() == name.len()) || *f == name)
+        let key = name_key(name);
+        let i = self.keys[..self.fields.len()].iter().position(|k| *k == key)?;
+        if name.len() <= KEY_BYTES || self.fields[i] == name {
+            return Some(i);
+        }
+        // Same first 15 bytes and length, different name: look on.
+        self.fields.iter().position(|f| *f == name)
     }
 
-    /// An event of this kind with no fields set.
+    /// An event of this kind with no fields set. Set them in place, then
+    /// pass it to `record()`:
+    ///
+    /// ```
+    /// # use sonde::EventKind;
+    /// # static HTTP: EventKind = EventKind::new("http.request", &["method", "status"]);
+    /// let mut event = HTTP.event();
+    /// event.str("method", "GET").int("status", 200);
+    /// ```
     #[inline(always)]
-    pub fn event(&'static self) -> Event {
+    pub fn event<'a>(&'static self) -> Event<'a> {
         Event {
             kind: self,
             tags: [Tag::Absent; MAX_FIELDS],
-            values: [0; MAX_FIELDS],
-            text_len: 0,
-            truncated: false,
+            bits: [0; MAX_FIELDS],
+            strs: [""; MAX_FIELDS],
+            str_set: 0,
             invalid: false,
-            text: [0; MAX_EVENT_TEXT],
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum Tag {
-    Absent,
-    Int,
-    Float,
-    Str,
-}
+/// The kind nothing is recorded as: what an unused ring slot holds.
+static UNUSED: EventKind = EventKind::new("", &[]);
 
-/// One event: a kind and up to [`MAX_FIELDS`] values, stored inline.
+/// One event: a kind and up to [`MAX_FIELDS`] values. Strings are borrowed
+/// until `record()` copies them into the ring.
+///
+/// The setters work in place (`&mut self`), so building an event on the
+/// stack never moves it: a chain of setters costs a few stores.
 #[derive(Clone, Copy)]
-pub struct Event {
+pub struct Event<'a> {
     kind: &'static EventKind,
+    /// Laid out as a [`Slot`]'s, so `record()` copies them as blocks.
     tags: [Tag; MAX_FIELDS],
-    /// Int: the i64's bits; Float: the f64's bits; Str: `start << 16 | len`.
-    values: [u64; MAX_FIELDS],
-    text_len: u16,
-    truncated: bool,
+    /// Int: the i64's bits; Float: the f64's bits; Str: unused.
+    bits: [u64; MAX_FIELDS],
+    strs: [&'a str; MAX_FIELDS],
+    /// Bit `i` is set when field `i` is a string: `record()` copies those.
+    str_set: u8,
     invalid: bool,
-    text: [u8; MAX_EVENT_TEXT],
 }
 
 /// A field value read back from an [`Event`].
@@ -148,64 +200,56 @@ pub enum Value<'a> {
     Str(&'a str),
 }
 
-impl Event {
+impl<'a> Event<'a> {
     /// Sets integer field `name`.
     #[inline(always)]
-    #[must_use]
-    pub fn int(mut self, name: &str, value: i64) -> Event {
-        if let Some(i) = self.slot(name) {
-            self.tags[i] = Tag::Int;
-            self.values[i] = value as u64;
-        }
-        self
+    pub fn int(&mut self, name: &str, value: i64) -> &mut Event<'a> {
+        self.set(name, Value::Int(value))
     }
 
     /// Sets boolean field `name`, delivered as the integer 0 or 1.
     #[inline(always)]
-    #[must_use]
-    pub fn bool(self, name: &str, value: bool) -> Event {
+    pub fn bool(&mut self, name: &str, value: bool) -> &mut Event<'a> {
         self.int(name, i64::from(value))
     }
 
     /// Sets float field `name`.
     #[inline(always)]
-    #[must_use]
-    pub fn float(mut self, name: &str, value: f64) -> Event {
-        if let Some(i) = self.slot(name) {
-            self.tags[i] = Tag::Float;
-            self.values[i] = value.to_bits();
-        }
-        self
+    pub fn float(&mut self, name: &str, value: f64) -> &mut Event<'a> {
+        self.set(name, Value::Float(value))
     }
 
-    /// Sets string field `name`, cut to the room left in the event.
+    /// Sets string field `name`. The string is borrowed until the event is
+    /// recorded; there it is cut to the room left in the event.
     #[inline(always)]
-    #[must_use]
-    pub fn str(mut self, name: &str, value: &str) -> Event {
-        if let Some(i) = self.slot(name) {
-            let start = usize::from(self.text_len);
-            let room = MAX_EVENT_TEXT - start;
-            let mut len = value.len().min(room);
-            if len < value.len() {
-                self.truncated = true;
-                while !value.is_char_boundary(len) {
-                    len -= 1;
-                }
+    pub fn str(&mut self, name: &str, value: &'a str) -> &mut Event<'a> {
+        self.set(name, Value::Str(value))
+    }
+
+    #[inline(always)]
+    fn set(&mut self, name: &str, value: Value<'a>) -> &mut Event<'a> {
+        let Some(i) = self.kind.field_index(name) else {
+            self.invalid = true;
+            return self;
+        };
+        let bit = 1 << i;
+        (self.tags[i], self.bits[i]) = match value {
+            Value::Int(x) => (Tag::Int, x as u64),
+            Value::Float(x) => (Tag::Float, x.to_bits()),
+            Value::Str(s) => {
+                self.strs[i] = s;
+                self.str_set |= bit;
+                return self.tagged(i, Tag::Str);
             }
-            self.text[start..start + len].copy_from_slice(&value.as_bytes()[..len]);
-            // Fits a u16: MAX_EVENT_TEXT is 256.
-            self.text_len = (start + len) as u16;
-            self.tags[i] = Tag::Str;
-            self.values[i] = ((start as u64) << 16) | len as u64;
-        }
+        };
+        self.str_set &= !bit;
         self
     }
 
     #[inline(always)]
-    fn slot(&mut self, name: &str) -> Option<usize> {
-        let slot = self.kind.field_index(name);
-        self.invalid |= slot.is_none();
-        slot
+    fn tagged(&mut self, i: usize, tag: Tag) -> &mut Event<'a> {
+        self.tags[i] = tag;
+        self
     }
 
     /// The event's kind.
@@ -213,9 +257,143 @@ impl Event {
         self.kind
     }
 
+    /// The value of the field at `index` in the kind's field list, as set
+    /// (strings are cut only when recorded).
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<Value<'a>> {
+        let bits = *self.bits.get(index)?;
+        match self.tags[index] {
+            Tag::Absent => None,
+            Tag::Int => Some(Value::Int(bits as i64)),
+            Tag::Float => Some(Value::Float(f64::from_bits(bits))),
+            Tag::Str => Some(Value::Str(self.strs[index])),
+        }
+    }
+
+    /// The value of field `name`.
+    pub fn field(&self, name: &str) -> Option<Value<'a>> {
+        self.get(self.kind.field_index(name)?)
+    }
+
+    /// Whether the strings set add up to more than [`MAX_EVENT_TEXT`] bytes,
+    /// so that recording will cut them.
+    pub fn is_truncated(&self) -> bool {
+        let text: usize = (0..MAX_FIELDS)
+            .filter(|i| self.str_set & (1 << i) != 0)
+            .map(|i| self.strs[i].len())
+            .sum();
+        text > MAX_EVENT_TEXT
+    }
+
+    /// Whether a field name the kind does not declare was set (and ignored).
+    pub fn has_invalid_field(&self) -> bool {
+        self.invalid
+    }
+}
+
+impl fmt::Debug for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_fields(f, self.kind, |i| self.get(i))
+    }
+}
+
+fn debug_fields<'v>(
+    f: &mut fmt::Formatter<'_>,
+    kind: &EventKind,
+    get: impl Fn(usize) -> Option<Value<'v>>,
+) -> fmt::Result {
+    let mut m = f.debug_map();
+    m.entry(&"kind", &kind.name);
+    for (i, name) in kind.fields.iter().enumerate() {
+        if let Some(v) = get(i) {
+            m.entry(name, &v);
+        }
+    }
+    m.finish()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Tag {
+    Absent,
+    Int,
+    Float,
+    Str,
+}
+
+/// A recorded event, owned: one preallocated ring slot. `record()` writes
+/// an [`Event`] into it in place; the dispatcher reads it there.
+#[derive(Clone)]
+pub(crate) struct Slot {
+    kind: &'static EventKind,
+    tags: [Tag; MAX_FIELDS],
+    /// Int: the i64's bits; Float: the f64's bits; Str: `start << 16 | len`.
+    values: [u64; MAX_FIELDS],
+    text: [u8; MAX_EVENT_TEXT],
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            kind: &UNUSED,
+            tags: [Tag::Absent; MAX_FIELDS],
+            values: [0; MAX_FIELDS],
+            text: [0; MAX_EVENT_TEXT],
+        }
+    }
+}
+
+impl Slot {
+    /// A slot holding `event` (`record()` writes in place instead).
+    #[cfg(test)]
+    pub(crate) fn of(event: &Event<'_>) -> Slot {
+        let mut slot = Slot::default();
+        slot.write(event);
+        slot
+    }
+
+    #[cfg(test)]
+    fn rewritten(mut self, event: &Event<'_>) -> Slot {
+        self.write(event);
+        self
+    }
+
+    /// Overwrites this slot with `event`, copying only what is set; returns
+    /// whether a string was cut to fit.
+    #[inline(always)]
+    pub(crate) fn write(&mut self, event: &Event<'_>) -> bool {
+        self.kind = event.kind;
+        self.tags = event.tags;
+        self.values = event.bits;
+        let mut used = 0;
+        let mut truncated = false;
+        let mut strs = event.str_set;
+        while strs != 0 {
+            let i = strs.trailing_zeros() as usize;
+            strs &= strs - 1;
+            let s = event.strs[i];
+            let mut len = s.len().min(MAX_EVENT_TEXT - used);
+            if len < s.len() {
+                truncated = true;
+                while !s.is_char_boundary(len) {
+                    len -= 1;
+                }
+            }
+            self.text[used..used + len].copy_from_slice(&s.as_bytes()[..len]);
+            self.values[i] = ((used as u64) << 16) | len as u64;
+            used += len;
+        }
+        truncated
+    }
+
+    /// The recorded event's kind.
+    pub(crate) fn kind(&self) -> &'static EventKind {
+        self.kind
+    }
+
     /// The value of the field at `index` in the kind's field list.
     #[inline]
-    pub fn get(&self, index: usize) -> Option<Value<'_>> {
+    pub(crate) fn get(&self, index: usize) -> Option<Value<'_>> {
         let v = *self.values.get(index)?;
         match self.tags[index] {
             Tag::Absent => None,
@@ -229,39 +407,17 @@ impl Event {
             }
         }
     }
-
-    /// The value of field `name`.
-    pub fn field(&self, name: &str) -> Option<Value<'_>> {
-        self.get(self.kind.field_index(name)?)
-    }
-
-    /// Whether a string value was cut to fit.
-    pub fn is_truncated(&self) -> bool {
-        self.truncated
-    }
-
-    /// Whether a field name the kind does not declare was set (and ignored).
-    pub fn has_invalid_field(&self) -> bool {
-        self.invalid
-    }
 }
 
-impl fmt::Debug for Event {
+impl fmt::Debug for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut m = f.debug_map();
-        m.entry(&"kind", &self.kind.name);
-        for (i, name) in self.kind.fields.iter().enumerate() {
-            if let Some(v) = self.get(i) {
-                m.entry(name, &v);
-            }
-        }
-        m.finish()
+        debug_fields(f, self.kind, |i| self.get(i))
     }
 }
 
 /// Turns events read from a file into [`Event`]s: one interned kind per
 /// event kind, whose fields are every field name that kind uses in `records`.
-pub fn events_from_records(records: &[EventRecord]) -> Result<Vec<Event>, Error> {
+pub fn events_from_records(records: &[EventRecord]) -> Result<Vec<Event<'_>>, Error> {
     let mut names: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for r in records {
         names.entry(&r.kind).or_default().extend(r.fields.keys().map(String::as_str));
@@ -274,13 +430,16 @@ pub fn events_from_records(records: &[EventRecord]) -> Result<Vec<Event>, Error>
     Ok(records
         .iter()
         .map(|r| {
-            let kind = kinds[r.kind.as_str()];
-            r.fields.iter().fold(kind.event(), |e, (k, v)| match v {
-                FieldValue::Int(i) => e.int(k, *i),
-                FieldValue::Float(x) => e.float(k, *x),
-                FieldValue::Str(s) => e.str(k, s),
-                FieldValue::Bool(b) => e.bool(k, *b),
-            })
+            let mut e = kinds[r.kind.as_str()].event();
+            for (k, v) in &r.fields {
+                match v {
+                    FieldValue::Int(i) => e.int(k, *i),
+                    FieldValue::Float(x) => e.float(k, *x),
+                    FieldValue::Str(s) => e.str(k, s),
+                    FieldValue::Bool(b) => e.bool(k, *b),
+                };
+            }
+            e
         })
         .collect())
 }
@@ -293,33 +452,58 @@ mod tests {
 
     #[test]
     fn values_read_back_as_written() {
-        let e = K.event().int("a", -5).str("b", "héllo").float("c", 2.5);
-        assert_eq!(e.field("a"), Some(Value::Int(-5)));
+        let e = *K.event().int("a", -5).str("b", "héllo").float("c", 2.5);
+        for slot in [Slot::of(&e), Slot::of(K.event().str("a", "x")).rewritten(&e)] {
+            assert_eq!(slot.get(0), Some(Value::Int(-5)));
+            assert_eq!(slot.get(1), Some(Value::Str("héllo")));
+            assert_eq!(slot.get(2), Some(Value::Float(2.5)));
+        }
         assert_eq!(e.field("b"), Some(Value::Str("héllo")));
-        assert_eq!(e.field("c"), Some(Value::Float(2.5)));
         assert!(!e.is_truncated() && !e.has_invalid_field());
     }
 
     #[test]
     fn long_strings_are_cut_at_a_char_boundary_and_flagged() {
         let long = "é".repeat(200); // 400 bytes
-        let e = K.event().str("a", &long).str("b", "x");
-        let Some(Value::Str(a)) = e.field("a") else { panic!("a is a string") };
-        assert_eq!(a.len(), MAX_EVENT_TEXT);
-        assert_eq!(e.field("b"), Some(Value::Str("")));
+        let e = *K.event().str("a", &long).str("b", "x");
         assert!(e.is_truncated());
+        let mut slot = Slot::default();
+        assert!(slot.write(&e));
+        let Some(Value::Str(a)) = slot.get(0) else { panic!("a is a string") };
+        assert_eq!(a.len(), MAX_EVENT_TEXT);
+        assert_eq!(slot.get(1), Some(Value::Str("")));
+        assert!(!slot.write(K.event().str("a", "short")));
     }
 
     #[test]
     fn undeclared_fields_are_flagged_not_stored() {
-        let e = K.event().int("zzz", 1);
+        let e = *K.event().int("zzz", 1);
         assert!(e.has_invalid_field());
         assert_eq!(e.field("zzz"), None);
+        let slot = Slot::of(&e);
+        assert_eq!((0..3).filter_map(|i| slot.get(i)).count(), 0);
     }
 
     #[test]
-    fn an_event_slot_stays_small() {
-        assert!(std::mem::size_of::<Event>() <= 344, "{}", std::mem::size_of::<Event>());
+    fn a_slot_stays_small() {
+        assert!(std::mem::size_of::<Slot>() <= 344, "{}", std::mem::size_of::<Slot>());
+    }
+
+    #[test]
+    fn fields_are_found_by_name_whatever_their_length() {
+        static LONG: EventKind = EventKind::new(
+            "long",
+            &["a", "abcdefghijklmno_one", "abcdefghijklmno_two", "abcdefghijklmnop", "é"],
+        );
+        let index = |name: &str| LONG.field_index(name);
+        assert_eq!(index("a"), Some(0));
+        assert_eq!(index("abcdefghijklmno_two"), Some(2));
+        assert_eq!(index("abcdefghijklmno_one"), Some(1));
+        assert_eq!(index("abcdefghijklmnop"), Some(3));
+        assert_eq!(index(&String::from("é")), Some(4));
+        for absent in ["", "b", "abcdefghijklmno_", "abcdefghijklmno_three", "abcdefghijklmnoq"] {
+            assert_eq!(index(absent), None, "{absent}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! - [`Telemetry`]: the handle. [`Telemetry::record`] never blocks, never
 //!   allocates and never logs; a full ring drops and counts.
-//! - [`EventKind`] and [`Event`]: declare a kind once, record fixed-size events.
+//! - [`EventKind`] and [`Event`]: declare a kind once, record events that
+//!   are written straight into preallocated ring slots.
 //! - [`TelemetryBuilder`]: start the runtime from a [`Manifest`].
 //! - [`Telemetry::report`]: the [`Report`] that would leave the host.
 //! - [`PluginOverview`]: what the operator sees per plugin.

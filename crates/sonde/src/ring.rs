@@ -1,16 +1,24 @@
 //! The bounded ring buffer between `record()` and the dispatcher.
 //!
-//! A lock-free [`ArrayQueue`] whose slots are allocated once. `push` never
-//! blocks: when the ring is full the event is dropped and counted. Counters
-//! are only touched on the rare paths (drop, truncated, invalid), so the
-//! common path is the queue's own compare-and-swap.
+//! One lock-free [`ThingBuf`] per shard, its slots allocated once and written
+//! in place: `record()` claims a slot and copies the event's fields into it,
+//! the dispatcher reads them where they are. Each recording thread has a
+//! home shard, so threads on different cores do not fight over one tail
+//! index (measured: two threads on one queue cost 5-15× one thread). A
+//! thread whose home shard is full tries the others; when all are full the
+//! event is dropped and counted. `push` never blocks and never allocates.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
+use thingbuf::ThingBuf;
+use thingbuf::recycling::Recycle;
 
-use crate::event::Event;
+use crate::event::{Event, Slot};
+
+/// Most shards; fewer on machines with fewer cores. Shard counts are powers
+/// of two, so a thread finds its home shard with a mask, not a division.
+const MAX_SHARDS: usize = 8;
 
 /// Stripes of the drop counter. When the ring is full every `record()`
 /// counts a drop; one shared counter would then bounce its cache line
@@ -18,24 +26,57 @@ use crate::event::Event;
 const DROP_STRIPES: usize = 8;
 
 thread_local! {
-    /// This thread's drop-counter stripe, assigned round-robin.
+    /// This thread's home shard and drop-counter stripe, assigned round-robin.
     static STRIPE: usize = {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Relaxed) % DROP_STRIPES
+        NEXT.fetch_add(1, Relaxed)
     };
 }
 
+/// Slots are overwritten field by field, so a reused slot needs no reset.
+struct Overwrite;
+
+impl Recycle<Slot> for Overwrite {
+    fn new_element(&self) -> Slot {
+        Slot::default()
+    }
+
+    fn recycle(&self, _: &mut Slot) {}
+}
+
 pub(crate) struct Ring {
-    queue: ArrayQueue<Event>,
+    shards: Box<[ThingBuf<Slot, Overwrite>]>,
+    /// `shards.len() - 1`.
+    mask: usize,
+    /// The shard the dispatcher drains first next time (only it pops).
+    next_drain: AtomicUsize,
     dropped: [CachePadded<AtomicU64>; DROP_STRIPES],
     truncated: AtomicU64,
     invalid: AtomicU64,
 }
 
 impl Ring {
+    /// A ring of exactly `capacity` slots (at least 1), in one shard per
+    /// core (rounded down to a power of two) up to [`MAX_SHARDS`].
     pub(crate) fn new(capacity: usize) -> Ring {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ring::with_shards(capacity, cores)
+    }
+
+    pub(crate) fn with_shards(capacity: usize, shards: usize) -> Ring {
+        let capacity = capacity.max(1);
+        let n = shards.clamp(1, MAX_SHARDS).min(capacity);
+        // Round down to a power of two.
+        let n = 1 << n.ilog2();
+        let shards = (0..n)
+            .map(|i| {
+                ThingBuf::with_recycle(capacity / n + usize::from(i < capacity % n), Overwrite)
+            })
+            .collect();
         Ring {
-            queue: ArrayQueue::new(capacity.max(1)),
+            shards,
+            mask: n - 1,
+            next_drain: AtomicUsize::new(0),
             dropped: Default::default(),
             truncated: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
@@ -43,30 +84,46 @@ impl Ring {
     }
 
     #[inline(always)]
-    pub(crate) fn push(&self, event: Event) {
-        if event.is_truncated() {
-            self.truncated.fetch_add(1, Relaxed);
-        }
+    pub(crate) fn push(&self, event: &Event<'_>) {
         if event.has_invalid_field() {
             self.invalid.fetch_add(1, Relaxed);
         }
-        if self.queue.push(event).is_err() {
-            let stripe = STRIPE.with(|s| *s);
-            self.dropped[stripe].fetch_add(1, Relaxed);
+        let stripe = STRIPE.with(|s| *s);
+        for k in 0..self.shards.len() {
+            let shard = &self.shards[(stripe + k) & self.mask];
+            if let Ok(mut slot) = shard.push_ref() {
+                if slot.write(event) {
+                    self.truncated.fetch_add(1, Relaxed);
+                }
+                return;
+            }
         }
+        self.dropped[stripe % DROP_STRIPES].fetch_add(1, Relaxed);
     }
 
-    #[inline]
-    pub(crate) fn pop(&self) -> Option<Event> {
-        self.queue.pop()
+    /// Takes up to `max` events off the ring, shard by shard (starting with
+    /// a different shard each time), handing each to `each`; returns how many.
+    pub(crate) fn drain(&self, max: usize, mut each: impl FnMut(&Slot)) -> usize {
+        let first = self.next_drain.load(Relaxed);
+        self.next_drain.store(first.wrapping_add(1), Relaxed);
+        let mut taken = 0;
+        for k in 0..self.shards.len() {
+            let shard = &self.shards[(first + k) & self.mask];
+            while taken < max {
+                let Some(slot) = shard.pop_ref() else { break };
+                each(&slot);
+                taken += 1;
+            }
+        }
+        taken
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.queue.capacity()
+        self.shards.iter().map(ThingBuf::capacity).sum()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.queue.len()
+        self.shards.iter().map(ThingBuf::len).sum()
     }
 
     pub(crate) fn dropped(&self) -> u64 {
@@ -79,5 +136,68 @@ impl Ring {
 
     pub(crate) fn invalid(&self) -> u64 {
         self.invalid.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Value};
+
+    static K: EventKind = EventKind::new("k", &["n", "s"]);
+
+    fn drain_all(ring: &Ring) -> Vec<i64> {
+        let mut seen = Vec::new();
+        ring.drain(usize::MAX, |slot| {
+            if let Some(Value::Int(n)) = slot.get(0) {
+                seen.push(n);
+            }
+        });
+        seen.sort_unstable();
+        seen
+    }
+
+    #[test]
+    fn capacity_is_exact_across_shards_and_overflow_is_counted() {
+        let ring = Ring::with_shards(10, 3);
+        assert_eq!((ring.shards.len(), ring.capacity()), (2, 10));
+        assert_eq!(Ring::with_shards(3, 8).shards.len(), 2);
+        assert_eq!(Ring::with_shards(100, 64).shards.len(), MAX_SHARDS);
+        // One thread fills its home shard, then the others.
+        for n in 0..13 {
+            ring.push(K.event().int("n", n));
+        }
+        assert_eq!((ring.len(), ring.dropped()), (10, 3));
+        assert_eq!(drain_all(&ring), (0..10).collect::<Vec<_>>());
+        assert_eq!(ring.len(), 0);
+    }
+
+    #[test]
+    fn threads_share_the_whole_capacity() {
+        let ring = Ring::with_shards(4_000, 4);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let ring = &ring;
+                s.spawn(move || {
+                    for n in 0..1_000 {
+                        ring.push(K.event().int("n", t * 1_000 + n).str("s", "x"));
+                    }
+                });
+            }
+        });
+        assert_eq!(ring.dropped(), 0);
+        assert_eq!(drain_all(&ring), (0..4_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn drain_stops_at_max_and_counts_cut_and_invalid_events() {
+        let ring = Ring::with_shards(8, 2);
+        ring.push(K.event().str("s", &"x".repeat(300)));
+        ring.push(K.event().int("nope", 1));
+        ring.push(K.event().int("n", 1));
+        assert_eq!((ring.truncated(), ring.invalid()), (1, 1));
+        assert_eq!(ring.drain(2, |_| {}), 2);
+        assert_eq!(ring.drain(5, |_| {}), 1);
+        assert_eq!(ring.drain(5, |_| {}), 0);
     }
 }

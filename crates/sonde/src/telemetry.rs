@@ -245,7 +245,7 @@ impl Telemetry {
     /// Records `event`. Never blocks, never allocates, never logs: when the
     /// ring is full the event is dropped and counted.
     #[inline(always)]
-    pub fn record(&self, event: Event) {
+    pub fn record(&self, event: &Event<'_>) {
         if let Some(ring) = &self.inner.ring {
             ring.push(event);
         }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::bindings::{Column, ColumnData, EventBatch, FieldType, StrColumn};
-use crate::event::{Event, Value};
+use crate::event::{Slot, Value};
 
 /// Events per batch. Large enough that the fixed cost of a call (~200 ns)
 /// is noise per event, small enough that a batch's columns stay in cache.
@@ -80,7 +80,7 @@ impl BatchBuilder {
 
     /// Appends `event`; `fields[i]` is the event-kind field index of declared
     /// column `i`, if the event kind has it.
-    pub(crate) fn push(&mut self, event: &Event, fields: &[Option<u8>]) {
+    pub(crate) fn push(&mut self, event: &Slot, fields: &[Option<u8>]) {
         let row = self.batch.len;
         for ((column, dict), field) in
             self.batch.columns.iter_mut().zip(&mut self.dicts).zip(fields)
@@ -155,7 +155,11 @@ fn intern(column: &mut StrColumn, dict: &mut Dict, value: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
+    use crate::event::{Event, EventKind};
+
+    fn slot(event: &Event<'_>) -> Slot {
+        Slot::of(event)
+    }
 
     static K: EventKind = EventKind::new("k", &["s", "n", "f"]);
 
@@ -163,9 +167,9 @@ mod tests {
     fn strings_are_dictionary_encoded_and_missing_values_listed() {
         let mut b = BatchBuilder::new(0, &[FieldType::Str, FieldType::Int, FieldType::Float]);
         let map = [Some(0), Some(1), Some(2)];
-        b.push(&K.event().str("s", "GET").int("n", 7).int("f", 2), &map);
-        b.push(&K.event().str("s", "POST"), &map);
-        b.push(&K.event().str("s", "GET").str("n", "oops").float("f", 0.5), &map);
+        b.push(&slot(K.event().str("s", "GET").int("n", 7).int("f", 2)), &map);
+        b.push(&slot(K.event().str("s", "POST")), &map);
+        b.push(&slot(K.event().str("s", "GET").str("n", "oops").float("f", 0.5)), &map);
         let batch = b.batch();
         assert_eq!(batch.len, 3);
         let ColumnData::Str(s) = &batch.columns[0].data else { panic!("str column") };
@@ -180,7 +184,7 @@ mod tests {
         assert_eq!(batch.columns[2].missing, vec![1]);
         b.clear();
         assert_eq!(b.len(), 0);
-        b.push(&K.event().str("s", "PUT"), &map);
+        b.push(&slot(K.event().str("s", "PUT")), &map);
         let ColumnData::Str(s) = &b.batch().columns[0].data else { panic!("str column") };
         assert_eq!((s.dict_bytes.as_slice(), s.codes.as_slice()), (&b"PUT"[..], &[0][..]));
     }
@@ -188,7 +192,7 @@ mod tests {
     #[test]
     fn a_field_the_event_kind_lacks_is_missing() {
         let mut b = BatchBuilder::new(0, &[FieldType::Str]);
-        b.push(&K.event().str("s", "x"), &[None]);
+        b.push(&slot(K.event().str("s", "x")), &[None]);
         let ColumnData::Str(s) = &b.batch().columns[0].data else { panic!("str column") };
         assert_eq!(s.codes, vec![MISSING_CODE]);
     }
