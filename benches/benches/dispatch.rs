@@ -1,6 +1,6 @@
 //! Plugin dispatch: events through the `http-status` plugin in batches (the
 //! ring, the dispatcher, columnar batches, the WebAssembly call), next to the
-//! same counting written in native Rust over the same queue.
+//! same counting written in native Rust over a bare queue of owned events.
 
 #![allow(clippy::unwrap_used, reason = "benchmarks")]
 
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
-use sonde::{Event, Telemetry, Value};
-use sonde_benches::{http_status, mixed_event, runtime};
+use sonde::{Event, Telemetry};
+use sonde_benches::{OwnedEvent, http_status, mixed_event, runtime};
 
 const CAPACITY: usize = 65_536;
 /// Events per round: under the capacity, so nothing is dropped.
@@ -41,13 +41,13 @@ impl Native {
     const METHODS: [&'static str; 9] =
         ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
 
-    fn count(&mut self, e: &Event<'_>) {
-        let method = match e.get(0) {
-            Some(Value::Str(m)) => Self::METHODS.iter().position(|k| *k == m).unwrap_or(9),
-            _ => 9,
+    fn count(&mut self, e: &OwnedEvent) {
+        let method = match e.str_at(0) {
+            Some(m) => Self::METHODS.iter().position(|k| *k == m).unwrap_or(9),
+            None => 9,
         };
-        let class = match e.get(2) {
-            Some(Value::Int(s)) if (100..600).contains(&s) => (s / 100 - 1) as usize,
+        let class = match e.int_at(2) {
+            Some(s) if (100..600).contains(&s) => (s / 100 - 1) as usize,
             _ => 5,
         };
         self.counts[method][class] += 1;
@@ -84,14 +84,14 @@ fn dispatch(c: &mut Criterion) {
             })
         })
     });
-    let queue: ArrayQueue<Event> = ArrayQueue::new(CAPACITY);
+    let queue: ArrayQueue<OwnedEvent> = ArrayQueue::new(CAPACITY);
     let mut native = Native { counts: [[0; 6]; 10] };
     g.bench_function("native Rust, record to counted", |b| {
         b.iter_custom(|n| {
             rounds(n, |k| {
                 let start = Instant::now();
                 for e in &events[..k] {
-                    let _ = queue.push(*e);
+                    let _ = queue.push(OwnedEvent::of(e));
                 }
                 while let Some(e) = queue.pop() {
                     native.count(&e);

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use sonde::{Event, EventKind, Manifest, Telemetry};
+use sonde::{Event, EventKind, Manifest, Telemetry, Value};
 use sonde_tests::{Entry, example_entries, write_manifest};
 
 /// An HTTP request with three fields: the same shape as the three
@@ -67,6 +67,41 @@ impl OwnedEvent {
     /// The event's status field (so a reader has something to read).
     pub fn status(&self) -> u64 {
         self.values[2]
+    }
+
+    /// An owned copy of any event of kind [`HTTP`] (method, route, status),
+    /// as a hand-written queue of events would keep it.
+    #[inline(always)]
+    pub fn of(event: &Event<'_>) -> OwnedEvent {
+        let mut e = OwnedEvent::default();
+        let mut used = 0;
+        for i in 0..3 {
+            match event.get(i) {
+                Some(Value::Str(s)) => {
+                    let len = s.len().min(e.text.len() - used);
+                    e.text[used..used + len].copy_from_slice(&s.as_bytes()[..len]);
+                    e.tags[i] = 3;
+                    e.values[i] = ((used as u64) << 16) | len as u64;
+                    used += len;
+                }
+                Some(Value::Int(n)) => (e.tags[i], e.values[i]) = (1, n as u64),
+                Some(Value::Float(x)) => (e.tags[i], e.values[i]) = (2, x.to_bits()),
+                None => e.tags[i] = 0,
+            }
+        }
+        e
+    }
+
+    /// Field `i` if it is a string.
+    pub fn str_at(&self, i: usize) -> Option<&str> {
+        let v = self.values[i];
+        let (start, len) = ((v >> 16) as usize, (v & 0xffff) as usize);
+        (self.tags[i] == 3).then(|| std::str::from_utf8(&self.text[start..start + len]).ok())?
+    }
+
+    /// Field `i` if it is an integer.
+    pub fn int_at(&self, i: usize) -> Option<i64> {
+        (self.tags[i] == 1).then_some(self.values[i] as i64)
     }
 }
 

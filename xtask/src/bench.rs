@@ -35,10 +35,11 @@ impl Drop for Guard {
 }
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
-    let quick = match args {
-        [] => false,
-        [flag] if flag == "--quick" => true,
-        _ => bail!("usage: cargo xtask bench [--quick]"),
+    let (quick, server_only) = match args {
+        [] => (false, false),
+        [flag] if flag == "--quick" => (true, false),
+        [flag] if flag == "--server" => (false, true),
+        _ => bail!("usage: cargo xtask bench [--quick | --server]"),
     };
     let started = Instant::now();
     crate::print_built(root, &crate::build_components(root, &crate::PLUGINS)?);
@@ -47,6 +48,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         &["build", "--release", "--quiet", "-p", "sonde-cli", "-p", "sonde-example-server"],
     )?;
     let wrk = ensure_wrk()?;
+    if server_only {
+        return server_rounds(root, &wrk);
+    }
 
     let criterion_dir = root.join("target/criterion");
     let _ = std::fs::remove_dir_all(&criterion_dir);
@@ -74,6 +78,39 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let text = render(root, &medians, (&off, &on), secs)?;
     std::fs::write(root.join("BENCHMARKS.md"), text)?;
     println!("BENCHMARKS.md written in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// `--server`: only the wrk rounds, printed (for profiling and trying
+/// changes; BENCHMARKS.md is left alone).
+fn server_rounds(root: &Path, wrk: &Path) -> Result<()> {
+    let manifest = pinned_manifest(root)?;
+    let server = root.join("target/release/sonde-example-server");
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        for telemetry in [false, true] {
+            let l = load_run(&server, wrk, telemetry.then_some(manifest.as_path()), WRK_SECS)?;
+            println!(
+                "round {} telemetry {:3}: {:.0} req/s, p99 {:.0} µs, {:.2} µs CPU/request ({:.2} on sonde threads)",
+                round + 1,
+                if telemetry { "on" } else { "off" },
+                l.requests_per_sec,
+                l.p99_us,
+                l.cpu_us_per_request,
+                l.sonde_threads_us_per_request
+            );
+            if telemetry { on.push(l) } else { off.push(l) }
+        }
+    }
+    let (off, on) = (median_load(&off), median_load(&on));
+    println!(
+        "median: throughput on/off {:.1} %, p99 on/off {:.2}, CPU/request off {:.2} µs, on {:.2} µs ({:.2} on sonde threads)",
+        on.requests_per_sec / off.requests_per_sec * 100.0,
+        on.p99_us / off.p99_us,
+        off.cpu_us_per_request,
+        on.cpu_us_per_request,
+        on.sonde_threads_us_per_request
+    );
     Ok(())
 }
 
@@ -128,6 +165,40 @@ struct Load {
     p90_us: f64,
     p99_us: f64,
     rss_kib: f64,
+    /// Requests wrk completed in the measured run.
+    requests: f64,
+    /// The server's CPU time (user + system, all threads) per request, µs.
+    cpu_us_per_request: f64,
+    /// The part of it spent on sonde's own threads (dispatcher, epoch
+    /// ticker), µs per request.
+    sonde_threads_us_per_request: f64,
+}
+
+/// CPU time (user + system, in clock ticks) of process `pid`: all threads,
+/// and the threads whose name starts with `sonde-`.
+fn cpu_ticks(pid: u32) -> Result<(u64, u64)> {
+    let mut all = 0;
+    let mut sonde = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(entry?.path().join("stat"))?;
+        // `pid (comm) state ...`: comm may hold spaces, so split after ')'.
+        let (head, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+        let ticks: u64 = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        all += ticks;
+        if comm.starts_with("sonde-") {
+            sonde += ticks;
+        }
+    }
+    Ok((all, sonde))
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn ticks_per_sec() -> f64 {
+    crate::reliability::output_of("getconf", &["CLK_TCK"]).trim().parse().unwrap_or(100.0)
 }
 
 /// Starts the server (on CPU 0), warms it up, runs wrk (on CPU 1) and reads
@@ -165,9 +236,15 @@ fn load_run(server: &Path, wrk: &Path, manifest: Option<&Path>, secs: u32) -> Re
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     wrk_run(2)?; // warm-up: connections, allocator, plugin caches
+    let pid = child.0.id();
+    let before = cpu_ticks(pid)?;
     let text = wrk_run(secs)?;
+    let after = cpu_ticks(pid)?;
     let mut load = parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))?;
-    load.rss_kib = rss_kib(child.0.id()).unwrap_or(0.0);
+    load.rss_kib = rss_kib(pid).unwrap_or(0.0);
+    let us_per_tick = 1e6 / ticks_per_sec();
+    load.cpu_us_per_request = (after.0 - before.0) as f64 * us_per_tick / load.requests;
+    load.sonde_threads_us_per_request = (after.1 - before.1) as f64 * us_per_tick / load.requests;
     Ok(load)
 }
 
@@ -180,10 +257,11 @@ fn parse_wrk(text: &str) -> Option<Load> {
             (Some("50%"), Some(v)) => load.p50_us = micros(v)?,
             (Some("90%"), Some(v)) => load.p90_us = micros(v)?,
             (Some("99%"), Some(v)) => load.p99_us = micros(v)?,
+            (Some(n), Some("requests")) => load.requests = n.parse().ok()?,
             _ => {}
         }
     }
-    (load.requests_per_sec > 0.0 && load.p99_us > 0.0).then_some(load)
+    (load.requests_per_sec > 0.0 && load.p99_us > 0.0 && load.requests > 0.0).then_some(load)
 }
 
 /// wrk's `123.45us`, `1.20ms`, `2.00s` in microseconds.
@@ -218,6 +296,9 @@ fn median_load(runs: &[Load]) -> Load {
         p90_us: m(|l| l.p90_us),
         p99_us: m(|l| l.p99_us),
         rss_kib: m(|l| l.rss_kib),
+        requests: m(|l| l.requests),
+        cpu_us_per_request: m(|l| l.cpu_us_per_request),
+        sonde_threads_us_per_request: m(|l| l.sonde_threads_us_per_request),
     }
 }
 
@@ -370,6 +451,19 @@ fn render(
         tput * 100.0,
         verdict(tput >= 0.98, || format!("{:.1} %", tput * 100.0)),
         verdict(p99 <= 1.05, || format!("{p99:.2}×")),
+    )?;
+    writeln!(
+        s,
+        "\nThe server's CPU time per request (all threads, user + system, from `/proc/<pid>/task/*/stat` around the measured run; steadier than requests/s on a shared VM because time the hypervisor takes away is not counted): off {:.2} µs, on {:.2} µs ({:+.1} %), of which sonde's own threads (dispatcher with the plugins, epoch ticker) {:.2} µs. Each round, on: {}.",
+        off.cpu_us_per_request,
+        on.cpu_us_per_request,
+        (on.cpu_us_per_request / off.cpu_us_per_request - 1.0) * 100.0,
+        on.sonde_threads_us_per_request,
+        on_runs
+            .iter()
+            .map(|l| format!("{:.2}", l.cpu_us_per_request))
+            .collect::<Vec<_>>()
+            .join(", "),
     )?;
 
     writeln!(s, "\n## 4. Plugin start\n")?;

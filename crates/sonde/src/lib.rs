@@ -67,5 +67,6 @@ pub use upload::SendOutcome;
 #[doc(hidden)]
 pub mod __bench {
     pub use crate::plugin::bench::PluginStart;
+    pub use crate::upload::transport::gzip;
 }
 pub use upload::otlp::encode_reports as otlp_body;

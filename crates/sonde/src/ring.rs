@@ -8,6 +8,7 @@
 //! thread whose home shard is full tries the others; when all are full the
 //! event is dropped and counted. `push` never blocks and never allocates.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
@@ -26,11 +27,24 @@ const MAX_SHARDS: usize = 8;
 const DROP_STRIPES: usize = 8;
 
 thread_local! {
-    /// This thread's home shard and drop-counter stripe, assigned round-robin.
-    static STRIPE: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Relaxed)
-    };
+    /// This thread's home shard and drop-counter stripe, assigned round-robin
+    /// on first use (`usize::MAX` until then). A `const` thread-local needs
+    /// no lazy-initialization check on every access.
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe.
+#[inline(always)]
+fn stripe() -> usize {
+    STRIPE.with(|s| {
+        let mut v = s.get();
+        if v == usize::MAX {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            v = NEXT.fetch_add(1, Relaxed) % (MAX_SHARDS * DROP_STRIPES);
+            s.set(v);
+        }
+        v
+    })
 }
 
 /// Slots are overwritten field by field, so a reused slot needs no reset.
@@ -48,6 +62,8 @@ pub(crate) struct Ring {
     shards: Box<[ThingBuf<Slot, Overwrite>]>,
     /// `shards.len() - 1`.
     mask: usize,
+    /// Bytes from one slot to the next in a shard (0: do not prefetch).
+    stride: usize,
     /// The shard the dispatcher drains first next time (only it pops).
     next_drain: AtomicUsize,
     dropped: [CachePadded<AtomicU64>; DROP_STRIPES],
@@ -68,14 +84,16 @@ impl Ring {
         let n = shards.clamp(1, MAX_SHARDS).min(capacity);
         // Round down to a power of two.
         let n = 1 << n.ilog2();
-        let shards = (0..n)
+        let shards: Box<[ThingBuf<Slot, Overwrite>]> = (0..n)
             .map(|i| {
                 ThingBuf::with_recycle(capacity / n + usize::from(i < capacity % n), Overwrite)
             })
             .collect();
+        let stride = slot_stride(&shards[0]);
         Ring {
             shards,
             mask: n - 1,
+            stride,
             next_drain: AtomicUsize::new(0),
             dropped: Default::default(),
             truncated: AtomicU64::new(0),
@@ -88,13 +106,14 @@ impl Ring {
         if event.has_invalid_field() {
             self.invalid.fetch_add(1, Relaxed);
         }
-        let stripe = STRIPE.with(|s| *s);
+        let stripe = stripe();
         for k in 0..self.shards.len() {
             let shard = &self.shards[(stripe + k) & self.mask];
             if let Ok(mut slot) = shard.push_ref() {
                 if slot.write(event) {
                     self.truncated.fetch_add(1, Relaxed);
                 }
+                prefetch_next(&slot, self.stride);
                 return;
             }
         }
@@ -139,6 +158,51 @@ impl Ring {
     }
 }
 
+/// The distance between consecutive slots of `shard`, measured once on the
+/// empty ring (thingbuf does not expose its layout); 0 if it cannot tell.
+fn slot_stride(shard: &ThingBuf<Slot, Overwrite>) -> usize {
+    let address = || {
+        let a = shard.push_ref().ok().map(|slot| &*slot as *const Slot as usize);
+        drop(shard.pop_ref());
+        a
+    };
+    match (address(), address()) {
+        (Some(a), Some(b)) if b > a && b - a < 4 * size_of::<Slot>() => b - a,
+        _ => 0,
+    }
+}
+
+/// Starts loading the slot after `slot` into the cache, for the next push.
+///
+/// A server records one event per request with much else in between, so
+/// the ring's next slot (one of 65,536, last touched a lap ago) is always
+/// a cache miss, and `push` stalls on it reading the slot's state: ~150 ns
+/// per request in a profile of the example server. A prefetch hides that
+/// behind the rest of the request.
+#[inline(always)]
+fn prefetch_next(slot: &Slot, stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if stride != 0 {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let next = (slot as *const Slot).cast::<i8>().wrapping_add(stride);
+        // The slot's header, the start of its text, and its state word,
+        // which thingbuf keeps either just before or just after the value.
+        for offset in [0, 64, size_of::<Slot>()] {
+            #[allow(unsafe_code, reason = "a prefetch only hints the cache")]
+            // SAFETY: a prefetch never faults and has no architectural
+            // effect, whatever the address (even past the end of the
+            // shard); the pointer is never dereferenced.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(offset));
+            }
+        }
+        // The other candidate for the state word (`next - 8`) is the end of
+        // the slot just written: already in the cache.
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (slot, stride);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +234,14 @@ mod tests {
         assert_eq!((ring.len(), ring.dropped()), (10, 3));
         assert_eq!(drain_all(&ring), (0..10).collect::<Vec<_>>());
         assert_eq!(ring.len(), 0);
+    }
+
+    #[test]
+    fn the_slot_stride_is_measured() {
+        let ring = Ring::with_shards(16, 1);
+        assert!(ring.stride >= size_of::<Slot>(), "{}", ring.stride);
+        assert_eq!(ring.len(), 0);
+        assert_eq!(Ring::with_shards(1, 1).stride, 0);
     }
 
     #[test]

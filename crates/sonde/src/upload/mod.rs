@@ -9,7 +9,7 @@
 pub(crate) mod otlp;
 mod policy;
 mod spool;
-mod transport;
+pub(crate) mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -393,9 +393,9 @@ impl<T: Transport> Uploader<T> {
         loop {
             let batch = self.spool.batch(self.settings.max_batch_bytes, self.batch_count)?;
             let body = match self.settings.protocol {
-                Protocol::Sonde => transport::gzip(&batch.body),
+                Protocol::Sonde => transport::gzip(&batch.body, Protocol::Sonde),
                 Protocol::Otlp => match otlp::encode(&batch.body, &self.settings.service_name) {
-                    Ok(pb) => transport::gzip(&pb),
+                    Ok(pb) => transport::gzip(&pb, Protocol::Otlp),
                     Err(e) => {
                         // The spool checks each report; this is a bug, not
                         // bad input. Drop and count rather than loop.
