@@ -454,16 +454,33 @@ fn render(
     )?;
     writeln!(
         s,
-        "\nThe server's CPU time per request (all threads, user + system, from `/proc/<pid>/task/*/stat` around the measured run; steadier than requests/s on a shared VM because time the hypervisor takes away is not counted): off {:.2} µs, on {:.2} µs ({:+.1} %), of which sonde's own threads (dispatcher with the plugins, epoch ticker) {:.2} µs. Each round, on: {}.",
+        "\nRound by round (each on run beside the off run just before it), on / off throughput: {}; median {:.1} %.",
+        off_runs
+            .iter()
+            .zip(on_runs)
+            .map(|(off, on)| format!("{:.1} %", on.requests_per_sec / off.requests_per_sec * 100.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        median(
+            off_runs
+                .iter()
+                .zip(on_runs)
+                .map(|(off, on)| on.requests_per_sec / off.requests_per_sec * 100.0)
+                .collect()
+        ),
+    )?;
+    let cpu = |runs: &[Load]| {
+        runs.iter().map(|l| format!("{:.2}", l.cpu_us_per_request)).collect::<Vec<_>>().join(", ")
+    };
+    writeln!(
+        s,
+        "\nWhere the time goes: the server's CPU time per request (all threads, user + system, from `/proc/<pid>/task/*/stat` around the measured run): off {:.2} µs, on {:.2} µs ({:+.1} %), of which sonde's own threads (the dispatcher with the three plugins, the epoch ticker) {:.2} µs; the rest of the difference is on the tokio worker (the Layer, `record()`, cache effects). It follows requests/s (the server's core is saturated either way; a slow round is slow in CPU time too). Each round, off: {}; on: {}.",
         off.cpu_us_per_request,
         on.cpu_us_per_request,
         (on.cpu_us_per_request / off.cpu_us_per_request - 1.0) * 100.0,
         on.sonde_threads_us_per_request,
-        on_runs
-            .iter()
-            .map(|l| format!("{:.2}", l.cpu_us_per_request))
-            .collect::<Vec<_>>()
-            .join(", "),
+        cpu(off_runs),
+        cpu(on_runs),
     )?;
 
     writeln!(s, "\n## 4. Plugin start\n")?;

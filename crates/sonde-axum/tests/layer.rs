@@ -96,3 +96,18 @@ async fn user_agents_are_recorded_only_when_enabled() {
     let r = t.report().unwrap();
     assert_eq!(series(&r, "user-agent"), vec![("family=curl".to_string(), 1.0)]);
 }
+
+#[tokio::test]
+async fn an_overlong_user_agent_is_cut_and_counted_as_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = telemetry(dir.path());
+    let app = app(SondeLayer::new(t.clone()).with_user_agent(true));
+    let long = format!("Mozilla/5.0 {}", "x".repeat(400));
+    let req = Request::get("/users/1").header("user-agent", long).body(Body::empty()).unwrap();
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+    send(&app, "/users/2").await;
+    let r = t.report().unwrap();
+    assert_eq!((r.buffer.recorded, r.buffer.truncated), (2, 1));
+    let families = series(&r, "user-agent");
+    assert_eq!(families.iter().map(|(_, n)| n).sum::<f64>(), 2.0, "{families:?}");
+}
