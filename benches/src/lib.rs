@@ -128,6 +128,31 @@ pub fn mixed_event(i: usize) -> Event<'static> {
         .int("status", STATUS[i % 5])
 }
 
+/// The event `sonde-axum` records, which the three example plugins read.
+pub static HTTP_FULL: EventKind =
+    EventKind::new("http.request", &["method", "route", "status", "duration_us", "user_agent"]);
+
+/// Requests as a server sees them: methods, routes, statuses, durations and
+/// real browser and tool user agents vary.
+pub fn server_event(i: usize) -> Event<'static> {
+    const METHODS: [&str; 4] = ["GET", "GET", "POST", "DELETE"];
+    const ROUTES: [&str; 3] = ["/users/{id}", "/orders", "/health"];
+    const STATUS: [i64; 5] = [200, 200, 204, 404, 503];
+    const AGENTS: [&str; 4] = [
+        "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        "curl/8.5.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+    ];
+    *HTTP_FULL
+        .event()
+        .str("method", METHODS[i % 4])
+        .str("route", ROUTES[i % 3])
+        .int("status", STATUS[i % 5])
+        .int("duration_us", 100 + (i % 900) as i64)
+        .str("user_agent", AGENTS[i % 4])
+}
+
 /// A `local` runtime in `dir` with `buffer_capacity` and the given plugins.
 /// `dispatch = false` starts it without a dispatcher: the ring fills and
 /// stays full.
