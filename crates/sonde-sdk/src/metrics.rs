@@ -262,6 +262,44 @@ impl Histograms {
         );
     }
 
+    /// Records every value of `values` in histogram `metric` with `labels`,
+    /// finding the series once: the cheap way to record a batch's values
+    /// grouped by label (one lookup per group instead of one per event).
+    ///
+    /// Values that are NaN or infinite are skipped, as by
+    /// [`Histograms::observe`]; nothing is recorded (and no series made) if
+    /// none is left or `metric` was not declared.
+    pub fn observe_all(
+        &mut self,
+        metric: u32,
+        labels: &[&str],
+        values: impl IntoIterator<Item = f64>,
+    ) {
+        let Some(bounds) = self.bounds.get(&metric) else {
+            return;
+        };
+        let mut values = values.into_iter().filter(|v| v.is_finite()).peekable();
+        if values.peek().is_none() {
+            return;
+        }
+        let buckets = bounds.len() + 1;
+        self.series.update(
+            metric,
+            labels,
+            || HistogramDelta { buckets: vec![0; buckets], count: 0, sum: 0.0 },
+            |h| {
+                for value in values {
+                    let bucket = bounds.partition_point(|b| *b < value);
+                    if let Some(slot) = h.buckets.get_mut(bucket) {
+                        *slot += 1;
+                    }
+                    h.count += 1;
+                    h.sum += value;
+                }
+            },
+        );
+    }
+
     /// Whether nothing was observed since the last drain.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
@@ -387,6 +425,26 @@ mod tests {
         h.drain(&mut out);
         assert!(out.is_empty());
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn observe_all_equals_one_observe_per_value() {
+        let values = [0.0, 100.0, f64::NAN, 100.5, 250.0, f64::INFINITY, 251.0, 1e9];
+        let (mut one, mut all) = (Histograms::new(), Histograms::new());
+        for h in [&mut one, &mut all] {
+            h.declare(3, &[100.0, 250.0]);
+        }
+        for v in values {
+            one.observe(3, &["r"], v);
+        }
+        all.observe_all(3, &["r"], values);
+        all.observe_all(3, &["empty"], [f64::NAN]);
+        all.observe_all(4, &["undeclared"], [1.0]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        one.drain(&mut a);
+        all.drain(&mut b);
+        assert_eq!(a, b);
+        assert_eq!(b.len(), 1);
     }
 
     #[test]
