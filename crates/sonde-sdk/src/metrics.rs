@@ -240,26 +240,7 @@ impl Histograms {
     /// Records `n` observations of the same `value`; see
     /// [`Histograms::observe`].
     pub fn observe_n(&mut self, metric: u32, labels: &[&str], value: f64, n: u64) {
-        if !value.is_finite() || n == 0 {
-            return;
-        }
-        let Some(bounds) = self.bounds.get(&metric) else {
-            return;
-        };
-        let bucket = bounds.partition_point(|b| *b < value);
-        let buckets = bounds.len() + 1;
-        self.series.update(
-            metric,
-            labels,
-            || HistogramDelta { buckets: vec![0; buckets], count: 0, sum: 0.0 },
-            |h| {
-                if let Some(slot) = h.buckets.get_mut(bucket) {
-                    *slot += n;
-                }
-                h.count += n;
-                h.sum += value * n as f64;
-            },
-        );
+        self.record(metric, labels, [(value, n)]);
     }
 
     /// Records every value of `values` in histogram `metric` with `labels`,
@@ -275,10 +256,21 @@ impl Histograms {
         labels: &[&str],
         values: impl IntoIterator<Item = f64>,
     ) {
+        self.record(metric, labels, values.into_iter().map(|v| (v, 1)));
+    }
+
+    /// Adds `(value, times)` observations to one series, skipping non-finite
+    /// values and zero counts; makes no series if nothing is left.
+    fn record(
+        &mut self,
+        metric: u32,
+        labels: &[&str],
+        values: impl IntoIterator<Item = (f64, u64)>,
+    ) {
         let Some(bounds) = self.bounds.get(&metric) else {
             return;
         };
-        let mut values = values.into_iter().filter(|v| v.is_finite()).peekable();
+        let mut values = values.into_iter().filter(|(v, n)| v.is_finite() && *n > 0).peekable();
         if values.peek().is_none() {
             return;
         }
@@ -288,13 +280,13 @@ impl Histograms {
             labels,
             || HistogramDelta { buckets: vec![0; buckets], count: 0, sum: 0.0 },
             |h| {
-                for value in values {
+                for (value, n) in values {
                     let bucket = bounds.partition_point(|b| *b < value);
                     if let Some(slot) = h.buckets.get_mut(bucket) {
-                        *slot += 1;
+                        *slot += n;
                     }
-                    h.count += 1;
-                    h.sum += value;
+                    h.count += n;
+                    h.sum += value * n as f64;
                 }
             },
         );
