@@ -19,9 +19,8 @@ use sonde_sdk::{
 };
 
 /// Methods reported by name, in label order; anything else is `OTHER`.
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
-];
+const METHODS: [&str; 9] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
 /// Index of `OTHER` in the per-batch tally.
 const OTHER_METHOD: usize = METHODS.len();
 /// `status_class` labels; the last one is for statuses outside 100..=599.
@@ -41,9 +40,7 @@ pub struct HttpStatus {
 
 /// The `method` label index of a request method (`OTHER_METHOD` if unknown).
 fn method_index(method: Option<&str>) -> usize {
-    method
-        .and_then(|m| METHODS.iter().position(|known| *known == m))
-        .unwrap_or(OTHER_METHOD)
+    method.and_then(|m| METHODS.iter().position(|known| *known == m)).unwrap_or(OTHER_METHOD)
 }
 
 /// The `status_class` label index of a status code.

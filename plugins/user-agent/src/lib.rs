@@ -122,11 +122,7 @@ pub struct UserAgent {
 
 impl UserAgent {
     fn with_top_n(top_n: usize) -> Self {
-        Self {
-            top_n,
-            total: [0; FAMILIES.len()],
-            window: [0; FAMILIES.len()],
-        }
+        Self { top_n, total: [0; FAMILIES.len()], window: [0; FAMILIES.len()] }
     }
 
     /// Which families are reported by name now: the `top_n` with the highest
@@ -151,10 +147,7 @@ impl Collector for UserAgent {
             description: "HTTP requests per user-agent family (curl, chrome, bot, ...); \
                           the `top_n` most frequent families by name, the rest as `other`."
                 .into(),
-            events: vec![EventDecl::new(
-                "http.request",
-                &[("user_agent", FieldType::Str)],
-            )],
+            events: vec![EventDecl::new("http.request", &[("user_agent", FieldType::Str)])],
             metrics: vec![MetricDecl::counter(
                 "http.user_agents",
                 "1",
@@ -209,10 +202,7 @@ mod tests {
             ("Python-urllib/3.11", "python"),
             ("Go-http-client/2.0", "go"),
             ("okhttp/4.12.0", "java"),
-            (
-                "node-fetch/1.0 (+https://github.com/bitinn/node-fetch)",
-                "node",
-            ),
+            ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", "node"),
             (
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
                  Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91",
@@ -223,10 +213,7 @@ mod tests {
                  Chrome/120.0.0.0 Safari/537.36 OPR/106.0.0.0",
                 "opera",
             ),
-            (
-                "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
-                "firefox",
-            ),
+            ("Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0", "firefox"),
             (
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
                  Chrome/120.0.0.0 Safari/537.36",
@@ -237,10 +224,7 @@ mod tests {
                  Version/17.2 Safari/605.1.15",
                 "safari",
             ),
-            (
-                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-                "bot",
-            ),
+            ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "bot"),
             (
                 "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; bingbot/2.0) \
                  Chrome/116.0.1938.76 Safari/537.36",
@@ -250,10 +234,7 @@ mod tests {
             ("SomeCrawler/1.0", "bot"),
             ("Lynx/2.9.0dev.12 libwww-FM/2.14", "other"),
             // Cut by the host before the tokens that usually decide.
-            (
-                "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Fire",
-                "firefox",
-            ),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Fire", "firefox"),
             (
                 "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 \
                  (KHTML, like Gecko) Version/17.4 Mob",
@@ -297,14 +278,7 @@ mod tests {
         feed(&mut p, "safari", 3); // ties with chrome, later in the table
         feed(&mut p, "other", 1);
         let got = collect(&mut p);
-        assert_eq!(
-            got,
-            [
-                ("chrome".into(), 3.0),
-                ("curl".into(), 5.0),
-                ("other".into(), 4.0)
-            ]
-        );
+        assert_eq!(got, [("chrome".into(), 3.0), ("curl".into(), 5.0), ("other".into(), 4.0)]);
         assert!(collect(&mut p).is_empty());
 
         // safari overtakes chrome: from now on it is reported by name; its
