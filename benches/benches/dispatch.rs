@@ -29,6 +29,14 @@ fn rounds(n: u64, mut round: impl FnMut(usize) -> Duration) -> Duration {
     total
 }
 
+/// Records `events` and waits until the plugins have them all.
+fn record_and_flush(t: &Telemetry, events: &[Event]) {
+    for e in events {
+        t.record(e);
+    }
+    t.flush().unwrap();
+}
+
 fn busy_us(t: &Telemetry) -> u64 {
     t.report().unwrap().plugins[0].cost.busy_us
 }
@@ -65,10 +73,7 @@ fn dispatch(c: &mut Criterion) {
         b.iter_custom(|n| {
             rounds(n, |k| {
                 let start = Instant::now();
-                for e in &events[..k] {
-                    t.record(e);
-                }
-                t.flush().unwrap();
+                record_and_flush(&t, &events[..k]);
                 start.elapsed()
             })
         })
@@ -77,10 +82,7 @@ fn dispatch(c: &mut Criterion) {
         b.iter_custom(|n| {
             rounds(n, |k| {
                 let before = busy_us(&t);
-                for e in &events[..k] {
-                    t.record(e);
-                }
-                t.flush().unwrap();
+                record_and_flush(&t, &events[..k]);
                 Duration::from_micros(busy_us(&t) - before)
             })
         })
@@ -95,10 +97,7 @@ fn dispatch(c: &mut Criterion) {
         b.iter_custom(|n| {
             rounds(n, |k| {
                 let start = Instant::now();
-                for e in &server_events[..k] {
-                    all.record(e);
-                }
-                all.flush().unwrap();
+                record_and_flush(&all, &server_events[..k]);
                 start.elapsed()
             })
         })

@@ -232,23 +232,20 @@ impl<'a> Event<'a> {
             self.invalid = true;
             return self;
         };
-        let bit = 1 << i;
         (self.tags[i], self.bits[i]) = match value {
             Value::Int(x) => (Tag::Int, x as u64),
             Value::Float(x) => (Tag::Float, x.to_bits()),
             Value::Str(s) => {
                 self.strs[i] = s;
-                self.str_set |= bit;
-                return self.tagged(i, Tag::Str);
+                (Tag::Str, 0)
             }
         };
-        self.str_set &= !bit;
-        self
-    }
-
-    #[inline(always)]
-    fn tagged(&mut self, i: usize, tag: Tag) -> &mut Event<'a> {
-        self.tags[i] = tag;
+        // A field set twice keeps only its last value, string or not.
+        if self.tags[i] == Tag::Str {
+            self.str_set |= 1 << i;
+        } else {
+            self.str_set &= !(1 << i);
+        }
         self
     }
 
@@ -473,6 +470,15 @@ mod tests {
         assert_eq!(a.len(), MAX_EVENT_TEXT);
         assert_eq!(slot.get(1), Some(Value::Str("")));
         assert!(!slot.write(K.event().str("a", "short")));
+    }
+
+    #[test]
+    fn a_field_set_twice_keeps_its_last_value() {
+        let mut e = K.event();
+        e.str("a", "gone").int("a", 7).int("b", 1).str("b", "kept");
+        let slot = Slot::of(&e);
+        assert_eq!((slot.get(0), slot.get(1)), (Some(Value::Int(7)), Some(Value::Str("kept"))));
+        assert_eq!(e.get(0), Some(Value::Int(7)));
     }
 
     #[test]
