@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::bindings::{Column, ColumnData, EventBatch, FieldType, StrColumn};
-use crate::event::{Slot, Value};
+use crate::event::{Raw, Slot};
 
 /// Events per batch. Large enough that the fixed cost of a call (~200 ns)
 /// is noise per event, small enough that a batch's columns stay in cache.
@@ -85,20 +85,20 @@ impl BatchBuilder {
         for ((column, dict), field) in
             self.batch.columns.iter_mut().zip(&mut self.dicts).zip(fields)
         {
-            let value = field.and_then(|i| event.get(usize::from(i)));
+            let value = field.and_then(|i| event.raw(usize::from(i)));
             match (&mut column.data, value) {
-                (ColumnData::Int(v), Some(Value::Int(x))) => v.push(x),
+                (ColumnData::Int(v), Some(Raw::Int(x))) => v.push(x),
                 (ColumnData::Int(v), _) => {
                     v.push(0);
                     column.missing.push(row);
                 }
-                (ColumnData::Float(v), Some(Value::Float(x))) => v.push(x),
-                (ColumnData::Float(v), Some(Value::Int(x))) => v.push(x as f64),
+                (ColumnData::Float(v), Some(Raw::Float(x))) => v.push(x),
+                (ColumnData::Float(v), Some(Raw::Int(x))) => v.push(x as f64),
                 (ColumnData::Float(v), _) => {
                     v.push(0.0);
                     column.missing.push(row);
                 }
-                (ColumnData::Str(s), Some(Value::Str(x))) => {
+                (ColumnData::Str(s), Some(Raw::Text(x))) => {
                     let code = intern(s, dict, x);
                     s.codes.push(code);
                 }
@@ -135,18 +135,18 @@ impl BatchBuilder {
 /// The dictionary code of `value` in `column`, adding it if new. On the
 /// (rare) hash collision with a different string, a second entry is added:
 /// codes stay correct, the dictionary just holds one more value.
-fn intern(column: &mut StrColumn, dict: &mut Dict, value: &str) -> u32 {
-    let hash = hash(value.as_bytes());
+fn intern(column: &mut StrColumn, dict: &mut Dict, value: &[u8]) -> u32 {
+    let hash = hash(value);
     if let Some(&code) = dict.get(&hash) {
         let end = column.dict_ends[code as usize] as usize;
         let start = if code == 0 { 0 } else { column.dict_ends[code as usize - 1] as usize };
-        if &column.dict_bytes[start..end] == value.as_bytes() {
+        if &column.dict_bytes[start..end] == value {
             return code;
         }
     }
     // At most BATCH_SIZE values of at most MAX_EVENT_TEXT bytes: fits a u32.
     let code = column.dict_ends.len() as u32;
-    column.dict_bytes.extend_from_slice(value.as_bytes());
+    column.dict_bytes.extend_from_slice(value);
     column.dict_ends.push(column.dict_bytes.len() as u32);
     dict.insert(hash, code);
     code

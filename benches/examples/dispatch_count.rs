@@ -1,0 +1,35 @@
+//! Records `N` server-shaped events (argument 1) through the three example
+//! plugins and flushes: a fixed workload for `valgrind --tool=callgrind`,
+//! whose instruction counts, unlike timings on a shared VM, repeat exactly.
+//! Two runs with different `N` give instructions per event:
+//!
+//! ```sh
+//! cargo build --release -p sonde-benches --example dispatch_count
+//! valgrind --tool=callgrind target/release/examples/dispatch_count 20000
+//! valgrind --tool=callgrind target/release/examples/dispatch_count 80000
+//! ```
+#![allow(clippy::unwrap_used, reason = "a measuring tool")]
+
+use sonde::Event;
+use sonde_benches::{runtime, server_event};
+use sonde_tests::example_entries;
+
+fn main() {
+    let n: usize = std::env::args().nth(1).map_or(20_000, |a| a.parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let t = runtime(dir.path(), 65_536, &example_entries(), true);
+    let events: Vec<Event> = (0..10_000).map(server_event).collect();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(events.len());
+        for e in &events[..k] {
+            t.record(e);
+        }
+        t.flush().unwrap();
+        left -= k;
+    }
+    let report = t.report().unwrap();
+    for p in &report.plugins {
+        eprintln!("{}: {} events, state {:?}", p.name, p.cost.events, p.state);
+    }
+}
