@@ -111,3 +111,19 @@ async fn an_overlong_user_agent_is_cut_and_counted_as_truncated() {
     let families = series(&r, "user-agent");
     assert_eq!(families.iter().map(|(_, n)| n).sum::<f64>(), 2.0, "{families:?}");
 }
+
+#[tokio::test]
+async fn with_telemetry_off_requests_pass_through_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = Telemetry::off();
+    assert!(!off.is_recording());
+    let passing = app(SondeLayer::new(off).with_user_agent(true));
+    assert_eq!(send(&passing, "/users/1").await, StatusCode::OK);
+    assert_eq!(send(&passing, "/boom").await, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(send(&passing, "/nowhere").await, StatusCode::NOT_FOUND);
+    // The same layer over a recording runtime does record.
+    let t = telemetry(dir.path());
+    assert!(t.is_recording());
+    send(&app(SondeLayer::new(t.clone())), "/users/1").await;
+    assert_eq!(t.report().unwrap().buffer.recorded, 1);
+}

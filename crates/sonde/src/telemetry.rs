@@ -253,6 +253,13 @@ impl Telemetry {
         }
     }
 
+    /// Whether [`record`](Self::record) keeps events: `false` when
+    /// telemetry is off. Integrations check it once per request to skip
+    /// gathering an event's fields when nothing will read them.
+    pub fn is_recording(&self) -> bool {
+        self.inner.ring.is_some()
+    }
+
     /// The mode the runtime runs in.
     pub fn mode(&self) -> Mode {
         self.inner.mode
