@@ -1,5 +1,6 @@
 //! Records `N` server-shaped events (argument 1) through the three example
-//! plugins and flushes: a fixed workload for `valgrind --tool=callgrind`,
+//! plugins and flushes (with `uniform` as argument 2, all `N` are the same
+//! event, as in the whole-server benchmark): a fixed workload for `valgrind --tool=callgrind`,
 //! whose instruction counts, unlike timings on a shared VM, repeat exactly.
 //! Two runs with different `N` give instructions per event:
 //!
@@ -18,7 +19,9 @@ fn main() {
     let n: usize = std::env::args().nth(1).map_or(20_000, |a| a.parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let t = runtime(dir.path(), 65_536, &example_entries(), true);
-    let events: Vec<Event> = (0..10_000).map(server_event).collect();
+    let uniform = std::env::args().nth(2).is_some_and(|a| a == "uniform");
+    let events: Vec<Event> =
+        (0..10_000).map(|i| server_event(if uniform { 0 } else { i })).collect();
     let mut left = n;
     while left > 0 {
         let k = left.min(events.len());
