@@ -18,7 +18,13 @@ use sonde_tests::example_entries;
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(20_000, |a| a.parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let t = runtime(dir.path(), 65_536, &example_entries(), true);
+    // `ONLY=<plugin>` runs one of the three.
+    let only = std::env::var("ONLY").ok();
+    let entries: Vec<_> = example_entries()
+        .into_iter()
+        .filter(|e| only.as_ref().is_none_or(|o| *o == e.name))
+        .collect();
+    let t = runtime(dir.path(), 65_536, &entries, true);
     let uniform = std::env::args().nth(2).is_some_and(|a| a == "uniform");
     let events: Vec<Event> =
         (0..10_000).map(|i| server_event(if uniform { 0 } else { i })).collect();

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -24,10 +24,28 @@ use crate::ring::Ring;
 use crate::switches::{FOREVER_UNIX, Off, Source, Switches, unix};
 use sonde_core::PluginState;
 
-/// How long the dispatcher sleeps when the ring is empty or holds less than
-/// a batch. Bounds the delay before a partial batch reaches the plugins;
-/// `record()` never wakes it.
-pub(crate) const IDLE_POLL: Duration = Duration::from_millis(5);
+/// The longest the dispatcher sleeps when the ring is empty or holds less
+/// than a batch (`record()` never wakes it). Bounds the delay before a
+/// partial batch reaches the plugins. Measured on the example server (side
+/// by side, 30 bursts): 2 ms and 5 ms cost the host the same; 20 ms cost it
+/// 0.8 % more throughput, as the events written 20 ms earlier have left the
+/// core's cache by the time the dispatcher reads them.
+const MAX_IDLE: Duration = Duration::from_millis(5);
+
+/// The shortest sleep, when events come fast enough to fill half the ring
+/// in less than [`MAX_IDLE`].
+const MIN_IDLE: Duration = Duration::from_millis(1);
+
+/// How long to sleep after taking `taken` events recorded over `over`: as
+/// long as [`MAX_IDLE`], but short enough that, at that rate, a ring of
+/// `capacity` is at most half full when the dispatcher wakes.
+fn idle_for(capacity: usize, taken: usize, over: Duration) -> Duration {
+    if taken == 0 {
+        return MAX_IDLE;
+    }
+    let per_sec = taken as f64 / over.as_secs_f64().max(1e-6);
+    Duration::from_secs_f64(capacity as f64 / 2.0 / per_sec).clamp(MIN_IDLE, MAX_IDLE)
+}
 
 /// Events taken per round before the command channel is looked at again.
 const DRAIN_PER_ROUND: usize = 8 * BATCH_SIZE;
@@ -93,10 +111,15 @@ impl Dispatcher {
             loader,
         };
         d.sync_switches();
+        let capacity = d.ring.capacity();
+        let mut last_round = Instant::now();
         loop {
             d.expire_switches();
             d.tick_plugins();
             let taken = d.drain(DRAIN_PER_ROUND);
+            let now = Instant::now();
+            let idle = idle_for(capacity, taken, now - last_round);
+            last_round = now;
             let command = match commands.try_recv() {
                 Ok(c) => Some(c),
                 Err(TryRecvError::Disconnected) => break,
@@ -110,7 +133,7 @@ impl Dispatcher {
                     if taken == 0 {
                         d.send_partial();
                     }
-                    match commands.recv_timeout(IDLE_POLL) {
+                    match commands.recv_timeout(idle) {
                         Ok(c) => Some(c),
                         Err(RecvTimeoutError::Timeout) => None,
                         Err(RecvTimeoutError::Disconnected) => break,
@@ -284,7 +307,7 @@ impl Dispatcher {
     /// Restarts plugins whose backoff is over, and lets the local breaker
     /// switch off a plugin that stayed over its CPU budget.
     fn tick_plugins(&mut self) {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let mut tripped = false;
         for p in &mut self.plugins {
             if let Some(reason) = p.tick(now) {
@@ -406,4 +429,23 @@ fn routes_for(kind: &EventKind, plugins: &[Plugin]) -> Vec<Route> {
         }
     }
     routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_sleep_is_long_unless_the_ring_would_fill_past_half() {
+        let ms = Duration::from_millis;
+        // Nothing came: the longest sleep.
+        assert_eq!(idle_for(65_536, 0, ms(5)), MAX_IDLE);
+        // 100k events/s into 65,536 slots: half full after 330 ms.
+        assert_eq!(idle_for(65_536, 500, ms(5)), MAX_IDLE);
+        // 200k events/s into 1,024 slots: half full after 2.56 ms.
+        let idle = idle_for(1_024, 1_000, ms(5));
+        assert!(idle > ms(2) && idle < ms(3), "{idle:?}");
+        // Faster than that: never below the shortest sleep.
+        assert_eq!(idle_for(16, 10_000, ms(1)), MIN_IDLE);
+    }
 }
