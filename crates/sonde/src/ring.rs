@@ -198,18 +198,17 @@ fn prefetch_next(slot: &Slot, stride: usize, end: usize) {
     if stride != 0 {
         let next = (slot as *const Slot).cast::<i8>().wrapping_add(stride);
         // The lines the next event will write if it is like this one (its
-        // fields and as many text bytes), and the slot's state word, which
-        // thingbuf keeps just before or just after the value. Only the
-        // header and the state word left the text's lines to miss on the
-        // write (perf: half of the layer's samples); every line of the slot
-        // would pull in lines an event of this size never uses.
-        prefetch(next.wrapping_sub(8));
+        // fields and as many text bytes), each once, and the slot's state
+        // word, which thingbuf keeps just after the value. Only the header
+        // and the state word left the text's lines to miss on the write
+        // (perf: half of the layer's samples); every line of the slot would
+        // pull in lines an event of this size never uses.
+        let skew = next as usize % 64;
         let mut offset = 0;
-        while offset < end {
-            prefetch(next.wrapping_add(offset));
+        while offset < skew + end {
+            prefetch(next.wrapping_add(offset).wrapping_sub(skew));
             offset += 64;
         }
-        prefetch(next.wrapping_add(end.max(1) - 1));
         prefetch(next.wrapping_add(size_of::<Slot>()));
     }
     #[cfg(not(target_arch = "x86_64"))]
