@@ -43,7 +43,48 @@ fn hash(bytes: &[u8]) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(bytes)
 }
 
-type Dict = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
+/// Slots of the cache in front of a column's dictionary.
+const RECENT: usize = 16;
+
+/// A string column's dictionary: full-hash map from value to code, and in
+/// front of it a small cache of recent codes indexed by a cheap fingerprint
+/// (length, first and last eight bytes). A batch usually holds a few
+/// distinct values per column, so most lookups end in the cache with one
+/// compare instead of hashing every byte and probing the map. A cache slot
+/// holds one code and is checked with one compare, so crafted strings that
+/// share fingerprints cost at most that compare before the map.
+#[derive(Default)]
+struct Dict {
+    map: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    /// Code + 1 of the value last seen with each fingerprint; 0: none.
+    recent: [u32; RECENT],
+}
+
+impl Dict {
+    fn clear(&mut self) {
+        self.map.clear();
+        self.recent = [0; RECENT];
+    }
+}
+
+/// The cache slot of `value`: its length and its first and last eight
+/// bytes, mixed by one multiplication (user agents share their first bytes,
+/// `Mozilla/5.0`, and differ at the end).
+fn fingerprint(value: &[u8]) -> usize {
+    let n = value.len();
+    let (head, tail) =
+        if n >= 8 { (word(&value[..8]), word(&value[n - 8..])) } else { (word(value), 0) };
+    let mixed = (head ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 60) as usize % RECENT
+}
+
+/// Up to eight bytes as a little-endian word.
+fn word(bytes: &[u8]) -> u64 {
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(w) => u64::from_le_bytes(w),
+        Err(_) => bytes.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b)),
+    }
+}
 
 pub(crate) struct BatchBuilder {
     batch: EventBatch,
@@ -136,20 +177,44 @@ impl BatchBuilder {
 /// (rare) hash collision with a different string, a second entry is added:
 /// codes stay correct, the dictionary just holds one more value.
 fn intern(column: &mut StrColumn, dict: &mut Dict, value: &[u8]) -> u32 {
-    let hash = hash(value);
-    if let Some(&code) = dict.get(&hash) {
-        let end = column.dict_ends[code as usize] as usize;
-        let start = if code == 0 { 0 } else { column.dict_ends[code as usize - 1] as usize };
-        if &column.dict_bytes[start..end] == value {
-            return code;
-        }
+    let slot = fingerprint(value);
+    if let Some(code) = dict.recent[slot].checked_sub(1)
+        && entry(column, code) == value
+    {
+        return code;
     }
-    // At most BATCH_SIZE values of at most MAX_EVENT_TEXT bytes: fits a u32.
+    let code = lookup(column, &mut dict.map, value);
+    dict.recent[slot] = code + 1;
+    code
+}
+
+/// The dictionary code of `value` by its full hash, adding it if new.
+fn lookup(
+    column: &mut StrColumn,
+    map: &mut HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    value: &[u8],
+) -> u32 {
+    let hash = hash(value);
+    if let Some(&code) = map.get(&hash)
+        && entry(column, code) == value
+    {
+        return code;
+    }
+    // At most BATCH_SIZE values of at most MAX_EVENT_TEXT bytes: fits a u32
+    // (and so does code + 1).
     let code = column.dict_ends.len() as u32;
     column.dict_bytes.extend_from_slice(value);
     column.dict_ends.push(column.dict_bytes.len() as u32);
-    dict.insert(hash, code);
+    map.insert(hash, code);
     code
+}
+
+/// The bytes of dictionary entry `code`.
+fn entry(column: &StrColumn, code: u32) -> &[u8] {
+    let code = code as usize;
+    let end = column.dict_ends[code] as usize;
+    let start = if code == 0 { 0 } else { column.dict_ends[code - 1] as usize };
+    &column.dict_bytes[start..end]
 }
 
 #[cfg(test)]
@@ -187,6 +252,33 @@ mod tests {
         b.push(&slot(K.event().str("s", "PUT")), &map);
         let ColumnData::Str(s) = &b.batch().columns[0].data else { panic!("str column") };
         assert_eq!((s.dict_bytes.as_slice(), s.codes.as_slice()), (&b"PUT"[..], &[0][..]));
+    }
+
+    #[test]
+    fn every_value_keeps_one_code_when_more_values_than_cache_slots_alternate() {
+        let mut b = BatchBuilder::new(0, &[FieldType::Str]);
+        let map = [Some(0)];
+        // 100 values (so cache slots are shared), short and long, some
+        // differing only in the middle, in three interleaved passes.
+        let values: Vec<String> = (0..100)
+            .map(|i| match i % 3 {
+                0 => format!("{i}"),
+                1 => format!("Mozilla/5.0 ({i}) Firefox/120.0"),
+                _ => format!("Mozilla/5.0 (X11; Linux x86_64; rv:{i:03}) Gecko/20100101"),
+            })
+            .collect();
+        let order: Vec<usize> = (0..300).map(|k| (k * 37) % 100).collect();
+        for &i in &order {
+            b.push(&slot(K.event().str("s", &values[i])), &map);
+        }
+        let ColumnData::Str(s) = &b.batch().columns[0].data else { panic!("str column") };
+        assert_eq!(s.dict_ends.len(), 100, "one entry per distinct value");
+        for (row, &i) in order.iter().enumerate() {
+            let code = s.codes[row] as usize;
+            let end = s.dict_ends[code] as usize;
+            let start = if code == 0 { 0 } else { s.dict_ends[code - 1] as usize };
+            assert_eq!(&s.dict_bytes[start..end], values[i].as_bytes(), "row {row}");
+        }
     }
 
     #[test]
