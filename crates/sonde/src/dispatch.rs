@@ -77,9 +77,8 @@ pub(crate) struct Dispatcher {
     ring: Arc<Ring>,
     processed: Arc<AtomicU64>,
     plugins: Vec<Plugin>,
-    /// Keyed by the kind's address; looked up once per event, so hashed
-    /// with Fx rather than SipHash (no untrusted keys here).
-    routes: FxHashMap<usize, Vec<Route>>,
+    /// Routes of each event kind seen, keyed by the kind's address.
+    routes: Routes,
     switches: Switches,
     /// Where switches persist; `None` for an ephemeral runtime.
     state_dir: Option<PathBuf>,
@@ -104,7 +103,7 @@ impl Dispatcher {
             ring,
             processed,
             plugins,
-            routes: FxHashMap::default(),
+            routes: Routes::default(),
             switches,
             state_dir,
             last_expiry_check: 0,
@@ -384,10 +383,8 @@ impl Dispatcher {
 
     fn dispatch(&mut self, event: &Slot) {
         let kind = event.kind();
-        let key = kind as *const EventKind as usize;
         let plugins = &mut self.plugins;
-        let routes = self.routes.entry(key).or_insert_with(|| routes_for(kind, plugins));
-        for r in routes.iter() {
+        for r in self.routes.of(kind, plugins) {
             let plugin = &mut plugins[r.plugin];
             if !plugin.is_running() {
                 if plugin.is_restarting() {
@@ -413,6 +410,39 @@ impl Dispatcher {
     }
 }
 
+/// The routes of every event kind seen, computed on first sight. Looked up
+/// once per event: consecutive events are usually of one kind, so the last
+/// kind's routes are kept at hand (callgrind: 30 of the 166 instructions
+/// `dispatch` took per event went to the hash map).
+#[derive(Default)]
+struct Routes {
+    /// Index into `sets` by the kind's address (Fx: no untrusted keys).
+    index: FxHashMap<usize, usize>,
+    sets: Vec<Vec<Route>>,
+    /// The last kind looked up (its address, 0 for none) and its set.
+    last: (usize, usize),
+}
+
+impl Routes {
+    fn of(&mut self, kind: &'static EventKind, plugins: &[Plugin]) -> &[Route] {
+        let key = kind as *const EventKind as usize;
+        if self.last.0 != key {
+            let next = self.sets.len();
+            let set = *self.index.entry(key).or_insert(next);
+            if set == next {
+                self.sets.push(routes_for(kind, plugins));
+            }
+            self.last = (key, set);
+        }
+        &self.sets[self.last.1]
+    }
+
+    /// Forgets every route (the plugins changed).
+    fn clear(&mut self) {
+        *self = Routes::default();
+    }
+}
+
 fn routes_for(kind: &EventKind, plugins: &[Plugin]) -> Vec<Route> {
     let mut routes = Vec::new();
     for (pi, p) in plugins.iter().enumerate() {
@@ -434,6 +464,24 @@ fn routes_for(kind: &EventKind, plugins: &[Plugin]) -> Vec<Route> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static A: EventKind = EventKind::new("a", &["x"]);
+    static B: EventKind = EventKind::new("b", &["x"]);
+
+    #[test]
+    fn routes_are_computed_once_per_kind_and_forgotten_on_clear() {
+        let mut routes = Routes::default();
+        for kind in [&A, &B, &A, &A, &B] {
+            assert!(routes.of(kind, &[]).is_empty());
+        }
+        assert_eq!((routes.sets.len(), routes.index.len()), (2, 2));
+        assert_eq!(
+            routes.last,
+            (&B as *const EventKind as usize, routes.index[&(&B as *const EventKind as usize)])
+        );
+        routes.clear();
+        assert!(routes.sets.is_empty() && routes.last == (0, 0));
+    }
 
     #[test]
     fn the_idle_sleep_is_long_unless_the_ring_would_fill_past_half() {
