@@ -43,8 +43,9 @@ fn hash(bytes: &[u8]) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(bytes)
 }
 
-/// Slots of the cache in front of a column's dictionary.
-const RECENT: usize = 16;
+/// Slots of the cache in front of a column's dictionary: 16.
+const RECENT_BITS: u32 = 4;
+const RECENT: usize = 1 << RECENT_BITS;
 
 /// A string column's dictionary: full-hash map from value to code, and in
 /// front of it a small cache of recent codes indexed by a cheap fingerprint
@@ -75,7 +76,7 @@ fn fingerprint(value: &[u8]) -> usize {
     let (head, tail) =
         if n >= 8 { (word(&value[..8]), word(&value[n - 8..])) } else { (word(value), 0) };
     let mixed = (head ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (mixed >> 60) as usize % RECENT
+    (mixed >> (64 - RECENT_BITS)) as usize
 }
 
 /// Up to eight bytes as a little-endian word.
