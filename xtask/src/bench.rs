@@ -6,7 +6,7 @@
 //! 2. The example axum server under wrk (Debian's package): throughput
 //!    with telemetry on against off measured side by side (both servers
 //!    sharing one core at the same time, so the VM's speed swings hit both),
-//!    and latency from alternating rounds of one server alone.
+//!    and latency from alternating short bursts of one server at a time.
 //! 3. The server's steady RSS after the load, off and on.
 //!
 //! `benches/NOTES.md` (what was profiled, what changed and what it bought)
@@ -20,10 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-/// wrk rounds per configuration (alternating off and on).
-const ROUNDS: usize = 7;
-/// Seconds per wrk round.
-const WRK_SECS: u32 = 5;
+/// Pairs of one-server bursts (off, on) for latency (see [`alternating`]).
+const PAIRS: usize = 20;
 /// wrk connections.
 const CONNECTIONS: u32 = 16;
 /// Side-by-side bursts of telemetry on beside off (see [`side_by_side`]).
@@ -71,31 +69,20 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
 
     let manifest = pinned_manifest(root)?;
     let server = root.join("target/release/sonde-example-server");
-    let rounds = if quick { 1 } else { ROUNDS };
-    let secs = if quick { 3 } else { WRK_SECS };
-    let mut off = Vec::new();
-    let mut on = Vec::new();
-    for round in 0..rounds {
-        for telemetry in [false, true] {
-            let label = if telemetry { "on" } else { "off" };
-            eprintln!("wrk round {}/{rounds}, telemetry {label}", round + 1);
-            let figures = load_run(&server, &wrk, telemetry.then_some(manifest.as_path()), secs)?;
-            if telemetry { on.push(figures) } else { off.push(figures) }
-        }
-    }
+    let (off, on) = alternating(&server, &wrk, &manifest, if quick { 2 } else { PAIRS })?;
     let bursts = if quick { 3 } else { BURSTS };
     let control = if quick { 2 } else { CONTROL_BURSTS };
     let pairs = SideBySide {
         on: side_by_side(&server, &wrk, Some(&manifest), bursts)?,
         control: side_by_side(&server, &wrk, None, control)?,
     };
-    let text = render(root, &medians, (&off, &on), &pairs, secs)?;
+    let text = render(root, &medians, (&off, &on), &pairs)?;
     std::fs::write(root.join("BENCHMARKS.md"), text)?;
     println!("BENCHMARKS.md written in {:.0?}", started.elapsed());
     Ok(())
 }
 
-/// `--server`: only the wrk rounds, printed (for profiling and trying
+/// `--server`: only the wrk runs, printed (for profiling and trying
 /// changes; BENCHMARKS.md is left alone).
 fn server_rounds(root: &Path, wrk: &Path) -> Result<()> {
     let manifest = pinned_manifest(root)?;
@@ -114,22 +101,20 @@ fn server_rounds(root: &Path, wrk: &Path) -> Result<()> {
             percents(&ratios)
         );
     }
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        for telemetry in [false, true] {
-            let l = load_run(&server, wrk, telemetry.then_some(manifest.as_path()), WRK_SECS)?;
+    let (off, on) = alternating(&server, wrk, &manifest, PAIRS)?;
+    for (pair, (off, on)) in off.iter().zip(&on).enumerate() {
+        for (label, l) in [("off", off), ("on", on)] {
             println!(
-                "round {} telemetry {:3}: {:.0} req/s, p99 {:.0} µs, {:.2} µs CPU/request ({:.2} on sonde threads)",
-                round + 1,
-                if telemetry { "on" } else { "off" },
+                "pair {} telemetry {label:3}: {:.0} req/s, p99 {:.0} µs, {:.2} µs CPU/request ({:.2} on sonde threads)",
+                pair + 1,
                 l.requests_per_sec,
                 l.p99_us,
                 l.cpu_us_per_request,
                 l.sonde_threads_us_per_request
             );
-            if telemetry { on.push(l) } else { off.push(l) }
         }
     }
+    println!("p99 on/off, median of the pairs: {:.2}", paired_p99(&off, &on));
     let (off, on) = (median_load(&off), median_load(&on));
     println!(
         "median: throughput on/off {:.1} %, p99 on/off {:.2}, CPU/request off {:.2} µs, on {:.2} µs ({:.2} on sonde threads)",
@@ -285,20 +270,52 @@ fn wrk_run(wrk: &Path, url: &str, secs: u32, own_session: bool) -> Result<Load> 
     parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
 }
 
-/// Starts the server alone (on CPU 0), warms it up, runs wrk (on CPU 1)
-/// and reads the server's CPU time and RSS around it.
-fn load_run(server: &Path, wrk: &Path, manifest: Option<&Path>, secs: u32) -> Result<Load> {
-    let s = start_server(server, manifest, false)?;
-    wrk_run(wrk, &s.url, 2, false)?; // warm-up: connections, allocator, plugin caches
-    let pid = s.child.0.id();
-    let before = cpu_ticks(pid)?;
-    let mut load = wrk_run(wrk, &s.url, secs, false)?;
-    let after = cpu_ticks(pid)?;
-    load.rss_kib = rss_kib(pid).unwrap_or(0.0);
+/// Latency (and CPU time, RSS) of one server at a time: two warm servers,
+/// off and on, pinned to CPU 0, loaded in turn by wrk on CPU 1 in `pairs`
+/// pairs of [`BURST_SECS`] bursts (the order alternating), so that only one
+/// is busy at a time. Many short pairs instead of a few long rounds: this
+/// VM's speed swings within seconds, and a pair's two bursts see mostly the
+/// same swing. Returns the off and on bursts, pair by pair.
+fn alternating(
+    server: &Path,
+    wrk: &Path,
+    manifest: &Path,
+    pairs: usize,
+) -> Result<(Vec<Load>, Vec<Load>)> {
+    let off = start_server(server, None, false)?;
+    let on = start_server(server, Some(manifest), false)?;
     let us_per_tick = 1e6 / ticks_per_sec();
-    load.cpu_us_per_request = (after.0 - before.0) as f64 * us_per_tick / load.requests;
-    load.sonde_threads_us_per_request = (after.1 - before.1) as f64 * us_per_tick / load.requests;
-    Ok(load)
+    let burst = |s: &Server, secs: u32| -> Result<Load> {
+        let pid = s.child.0.id();
+        let before = cpu_ticks(pid)?;
+        let mut load = wrk_run(wrk, &s.url, secs, false)?;
+        let after = cpu_ticks(pid)?;
+        load.rss_kib = rss_kib(pid).unwrap_or(0.0);
+        load.cpu_us_per_request = (after.0 - before.0) as f64 * us_per_tick / load.requests;
+        load.sonde_threads_us_per_request =
+            (after.1 - before.1) as f64 * us_per_tick / load.requests;
+        Ok(load)
+    };
+    // Warm-up: connections, allocator, plugin caches.
+    burst(&off, 2)?;
+    burst(&on, 2)?;
+    let (mut offs, mut ons) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
+    for pair in 0..pairs {
+        eprintln!("one-server pair {}/{pairs}", pair + 1);
+        if pair % 2 == 0 {
+            offs.push(burst(&off, BURST_SECS)?);
+            ons.push(burst(&on, BURST_SECS)?);
+        } else {
+            ons.push(burst(&on, BURST_SECS)?);
+            offs.push(burst(&off, BURST_SECS)?);
+        }
+    }
+    Ok((offs, ons))
+}
+
+/// The median of the pairs' p99 ratios, on / off.
+fn paired_p99(off: &[Load], on: &[Load]) -> f64 {
+    median(off.iter().zip(on).map(|(off, on)| on.p99_us / off.p99_us).collect())
 }
 
 /// Throughput of a server with `manifest` (telemetry off without one)
@@ -464,7 +481,6 @@ fn render(
     m: &BTreeMap<String, f64>,
     (off_runs, on_runs): (&[Load], &[Load]),
     pairs: &SideBySide,
-    secs: u32,
 ) -> Result<String> {
     let (off, on) = (&median_load(off_runs), &median_load(on_runs));
     let rounds = off_runs.len();
@@ -590,7 +606,7 @@ fn render(
     )?;
     writeln!(
         s,
-        "\n**Latency, one server at a time.** Latency needs a server alone on its core: alternating rounds of off and on, {secs} s each after a 2 s warm-up, median of {rounds}.\n"
+        "\n**Latency, one server at a time.** Latency needs a server alone on its core: two warm servers, off and on, loaded in turn in {rounds} pairs of {BURST_SECS} s bursts (the order alternating, only one busy at a time); the table gives the medians of the bursts, the p99 ratio is the median of the pairs' ratios.\n"
     )?;
     writeln!(s, "| telemetry | requests/s | p50 µs | p90 µs | p99 µs |")?;
     writeln!(s, "|---|---|---|---|---|")?;
@@ -604,21 +620,28 @@ fn render(
     let list = |values: &mut dyn Iterator<Item = f64>, decimals: usize| {
         values.map(|v| format!("{v:.decimals$}")).collect::<Vec<_>>().join(", ")
     };
-    let p99 = on.p99_us / off.p99_us;
+    let p99 = paired_p99(off_runs, on_runs);
     writeln!(
         s,
-        "\nOn / off p99: {p99:.2}× (goal ≤ 1.05×: {}). Each round, p99 µs: off {}; on {}. Requests/s: off {}; on {} (these rounds' throughput ratio, {:.1} %, moves with the VM; the side-by-side figure above is the one to read).",
+        "\nOn / off p99: {p99:.2}× (goal ≤ 1.05×: {}). Each pair, p99 µs off / on: {}. Requests/s off / on: {} (one-server throughput moves with the VM; the side-by-side figure above is the one to read).",
         verdict(p99 <= 1.05, || format!("{p99:.2}×")),
-        list(&mut off_runs.iter().map(|l| l.p99_us), 0),
-        list(&mut on_runs.iter().map(|l| l.p99_us), 0),
-        list(&mut off_runs.iter().map(|l| l.requests_per_sec), 0),
-        list(&mut on_runs.iter().map(|l| l.requests_per_sec), 0),
-        on.requests_per_sec / off.requests_per_sec * 100.0,
+        off_runs
+            .iter()
+            .zip(on_runs)
+            .map(|(a, b)| format!("{:.0}/{:.0}", a.p99_us, b.p99_us))
+            .collect::<Vec<_>>()
+            .join(", "),
+        off_runs
+            .iter()
+            .zip(on_runs)
+            .map(|(a, b)| format!("{:.0}/{:.0}", a.requests_per_sec, b.requests_per_sec))
+            .collect::<Vec<_>>()
+            .join(", "),
     )?;
     let cpu = |runs: &[Load]| list(&mut runs.iter().map(|l| l.cpu_us_per_request), 2);
     writeln!(
         s,
-        "\nWhere the time goes: the server's CPU time per request (all threads, user + system, from `/proc/<pid>/task/*/stat` around the measured run): off {:.2} µs, on {:.2} µs ({:+.1} %), of which sonde's own threads (the dispatcher with the three plugins, the epoch ticker) {:.2} µs; the rest of the difference is on the tokio worker (the Layer, `record()`, cache effects). It follows requests/s (the server's core is saturated either way; a slow round is slow in CPU time too). Each round, off: {}; on: {}.",
+        "\nWhere the time goes: the server's CPU time per request (all threads, user + system, from `/proc/<pid>/task/*/stat` around each burst): off {:.2} µs, on {:.2} µs ({:+.1} %), of which sonde's own threads (the dispatcher with the three plugins, the epoch ticker) {:.2} µs; the rest of the difference is on the tokio worker (the Layer, `record()`, cache effects). It follows requests/s (the server's core is saturated either way; a slow burst is slow in CPU time too). Each burst, off: {}; on: {}.",
         off.cpu_us_per_request,
         on.cpu_us_per_request,
         (on.cpu_us_per_request / off.cpu_us_per_request - 1.0) * 100.0,
@@ -651,7 +674,7 @@ fn render(
 
     writeln!(s, "\n## 5. Memory\n")?;
     let diff_mib = (on.rss_kib - off.rss_kib) / 1024.0;
-    writeln!(s, "Steady RSS of the example server after the wrk run (median of the rounds).\n")?;
+    writeln!(s, "Steady RSS of the example server after each one-server burst (median).\n")?;
     writeln!(
         s,
         "| telemetry off | telemetry on (3 plugins, 65,536-event buffer) | difference (goal ≤ 32 MiB) |"
