@@ -625,22 +625,21 @@ fn render(
         values.map(|v| format!("{v:.decimals$}")).collect::<Vec<_>>().join(", ")
     };
     let p99 = paired_p99(off_runs, on_runs);
+    // `off/on` of one figure, pair by pair.
+    let per_pair = |figure: fn(&Load) -> f64| {
+        off_runs
+            .iter()
+            .zip(on_runs)
+            .map(|(a, b)| format!("{:.0}/{:.0}", figure(a), figure(b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     writeln!(
         s,
         "\nOn / off p99: {p99:.2}× (goal ≤ 1.05×: {}). Each pair, p99 µs off / on: {}. Requests/s off / on: {} (one-server throughput moves with the VM; the side-by-side figure above is the one to read).",
         verdict(p99 <= 1.05, || format!("{p99:.2}×")),
-        off_runs
-            .iter()
-            .zip(on_runs)
-            .map(|(a, b)| format!("{:.0}/{:.0}", a.p99_us, b.p99_us))
-            .collect::<Vec<_>>()
-            .join(", "),
-        off_runs
-            .iter()
-            .zip(on_runs)
-            .map(|(a, b)| format!("{:.0}/{:.0}", a.requests_per_sec, b.requests_per_sec))
-            .collect::<Vec<_>>()
-            .join(", "),
+        per_pair(|l| l.p99_us),
+        per_pair(|l| l.requests_per_sec),
     )?;
     let cpu = |runs: &[Load]| list(&mut runs.iter().map(|l| l.cpu_us_per_request), 2);
     writeln!(
