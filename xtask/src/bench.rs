@@ -385,7 +385,9 @@ struct SideBySide {
 fn spread(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    let at = |q: f64| v.get(((v.len() - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0);
+    let at = |q: f64| {
+        v.get((v.len().saturating_sub(1) as f64 * q).round() as usize).copied().unwrap_or(0.0)
+    };
     (at(0.25), at(0.5), at(0.75))
 }
 
@@ -734,5 +736,6 @@ mod tests {
         let v = [1.04, 0.90, 0.95, 1.00, 0.97];
         assert_eq!(spread(&v), (0.95, 0.97, 1.00));
         assert_eq!(percents(&[0.955, 1.0]), "95.5, 100.0");
+        assert_eq!(spread(&[]), (0.0, 0.0, 0.0));
     }
 }
