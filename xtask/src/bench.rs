@@ -73,7 +73,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let control = if quick { 2 } else { CONTROL_BURSTS };
     // Side by side first: its on-server compiles the plugins into the fresh
     // cache, so the servers whose RSS is read load them from it (a process
-    // that compiled keeps ~10 MiB more: the compiler's freed heap).
+    // that compiled keeps ~8 MiB more: the compiler's code pages, 5 MiB, and
+    // heap its arena keeps).
     let pairs = SideBySide {
         on: side_by_side(&server, &wrk, Some(&manifest), bursts)?,
         control: side_by_side(&server, &wrk, None, control)?,

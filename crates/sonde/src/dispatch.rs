@@ -98,6 +98,7 @@ impl Dispatcher {
         state_dir: Option<PathBuf>,
     ) {
         let plugins = specs.into_iter().map(|s| Plugin::load(s, &loader)).collect();
+        give_back_freed_memory();
         let switches = state_dir.as_deref().map(Switches::load).unwrap_or_default();
         let mut d = Dispatcher {
             ring,
@@ -236,6 +237,7 @@ impl Dispatcher {
         }
         self.routes.clear();
         self.sync_switches();
+        give_back_freed_memory();
         changes
     }
 
@@ -407,6 +409,22 @@ impl Dispatcher {
                 p.deliver(sub);
             }
         }
+    }
+}
+
+/// Returns the heap that loading plugins freed to the system. Compiling a
+/// plugin (on a first start, or after an upgrade) leaves freed memory in
+/// this thread's glibc arena: on the example server with three plugins,
+/// RSS after a first start went from 44.4 to 42.6 MiB with this call (a
+/// start from the compile cache: 34.1 MiB; most of the rest is the
+/// compiler's own code, paged in from the binary).
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code, reason = "malloc_trim only releases free memory")]
+    // SAFETY: `malloc_trim` takes no pointers; it walks glibc's own arenas
+    // under their locks and returns unused pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
