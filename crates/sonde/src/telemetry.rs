@@ -113,9 +113,9 @@ impl TelemetryBuilder {
             }
             (state.instance_id()?, Some(cache))
         };
-        let loader =
-            Loader::new(engine.clone(), cache).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        let ticker = engine::start_ticker(&engine)?;
+        let (ticker, ticks) = engine::start_ticker(&engine)?;
+        let loader = Loader::new(engine.clone(), cache, Some(ticks))
+            .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let ring = Arc::new(Ring::new(settings.buffer_capacity));
         let processed = Arc::new(AtomicU64::new(0));
         let (tx, rx) = sync_channel(COMMAND_QUEUE);
@@ -186,7 +186,7 @@ struct Inner {
     app_metrics: bool,
     /// When the runtime started: the start of every cumulative value.
     started: String,
-    _ticker: Option<Arc<()>>,
+    _ticker: Option<engine::TickerGuard>,
 }
 
 impl Drop for Inner {

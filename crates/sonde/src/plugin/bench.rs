@@ -25,7 +25,8 @@ impl PluginStart {
     pub fn new(spec: PluginSpec, cache_dir: Option<PathBuf>) -> Result<PluginStart, Error> {
         let engine = engine::new_engine(false)?;
         let cache = cache_dir.map(|dir| CompileCache::new(dir, [7; 32], &engine));
-        let loader = Loader::new(engine, cache).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let loader =
+            Loader::new(engine, cache, None).map_err(|e| Error::Engine(format!("{e:#}")))?;
         Ok(PluginStart { loader, spec, pre: None })
     }
 
@@ -42,6 +43,6 @@ impl PluginStart {
     /// instantiation and the `info` call (what a restart after a trap costs).
     pub fn instantiate(&self) -> Result<(), String> {
         let pre = self.pre.as_ref().ok_or("not loaded")?;
-        instantiate(pre, &self.spec).map(drop)
+        instantiate(pre, &self.spec, None).map(drop)
     }
 }

@@ -33,7 +33,7 @@ use crate::bindings::{
     ALLOWED_IMPORTS, MetricCollector, MetricCollectorPre, PluginInfo, REQUIRED_EXPORT,
 };
 use crate::cache::{CompileCache, Origin};
-use crate::engine::{EPOCH_TICK, FUEL_PER_CALL};
+use crate::engine::{EPOCH_TICK, FUEL_PER_CALL, Ticker};
 use crate::overview::{DeclaredMetric, PluginOverview};
 use crate::switches::Off;
 
@@ -54,16 +54,23 @@ pub(crate) struct Loader {
     pub(crate) engine: Engine,
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
+    /// The epoch ticker, told of every call (none in benchmarks: calls
+    /// there run without deadlines).
+    ticker: Option<Arc<Ticker>>,
 }
 
 impl Loader {
-    pub(crate) fn new(engine: Engine, cache: Option<CompileCache>) -> wasmtime::Result<Loader> {
+    pub(crate) fn new(
+        engine: Engine,
+        cache: Option<CompileCache>,
+        ticker: Option<Arc<Ticker>>,
+    ) -> wasmtime::Result<Loader> {
         let mut linker = Linker::new(&engine);
         MetricCollector::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )?;
-        Ok(Loader { engine, linker, cache })
+        Ok(Loader { engine, linker, cache, ticker })
     }
 }
 
@@ -79,6 +86,8 @@ struct Live {
     bindings: MetricCollector,
     /// Epoch ticks one call may take (`limits.call_timeout_ms`).
     deadline_ticks: u64,
+    /// Told of every call, so that it ticks while calls run.
+    ticker: Option<Arc<Ticker>>,
 }
 
 pub(crate) struct Plugin {
@@ -92,6 +101,7 @@ pub(crate) struct Plugin {
     series: Series,
     live: Option<Live>,
     pre: Option<MetricCollectorPre<HostState>>,
+    ticker: Option<Arc<Ticker>>,
     health: Health,
     /// When a failed instance is due to be replaced.
     restart_at: Option<Instant>,
@@ -119,6 +129,7 @@ impl Plugin {
             health: Health::new(limits, Instant::now()),
             live: None,
             pre: None,
+            ticker: None,
             restart_at: None,
             logs_dropped_before: 0,
             fuel_before: 0,
@@ -144,6 +155,7 @@ impl Plugin {
                 plugin.origin = Some(origin);
                 plugin.live = Some(live);
                 plugin.pre = Some(pre);
+                plugin.ticker = loader.ticker.clone();
                 plugin
             }
             Err(reason) => {
@@ -185,7 +197,8 @@ impl Plugin {
             .instantiate_pre(&component)
             .and_then(MetricCollectorPre::new)
             .map_err(|e| format!("does not match the sonde:collector world: {e:#}"))?;
-        let (live, info) = instantiate(&pre, spec).map_err(|e| format!("`info` failed: {e}"))?;
+        let (live, info) = instantiate(&pre, spec, loader.ticker.clone())
+            .map_err(|e| format!("`info` failed: {e}"))?;
         info::validate(&info).map_err(|e| format!("invalid info: {e}"))?;
         Ok((pre, live, info, origin))
     }
@@ -320,7 +333,7 @@ impl Plugin {
     /// `info` as the first one.
     fn restart(&mut self) {
         let Some(pre) = &self.pre else { return };
-        match instantiate(pre, &self.spec) {
+        match instantiate(pre, &self.spec, self.ticker.clone()) {
             Ok((live, info)) if Some(&info) == self.info.as_ref() => {
                 self.cost.restarts += 1;
                 self.live = Some(live);
@@ -410,6 +423,7 @@ fn run<R>(
     live: &mut Live,
     f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
 ) -> (wasmtime::Result<R>, u64) {
+    let _call = live.ticker.as_ref().map(Ticker::call);
     live.store.set_epoch_deadline(live.deadline_ticks);
     live.store.data_mut().limiter.refused = None;
     // get_fuel fails when the engine does not meter fuel.
@@ -473,6 +487,7 @@ fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
 fn instantiate(
     pre: &MetricCollectorPre<HostState>,
     spec: &PluginSpec,
+    ticker: Option<Arc<Ticker>>,
 ) -> Result<(Live, PluginInfo), String> {
     let limits = &spec.limits;
     let store_limits = StoreLimitsBuilder::new()
@@ -494,10 +509,11 @@ fn instantiate(
     store.limiter(|s| &mut s.limiter);
     let tick = EPOCH_TICK.as_millis() as u64;
     let deadline_ticks = limits.call_timeout_ms.div_ceil(tick).max(1);
+    let _call = ticker.as_ref().map(Ticker::call);
     store.set_epoch_deadline(deadline_ticks);
     let timeout = limits.call_timeout_ms;
     let bindings = pre.instantiate(&mut store).map_err(|e| describe(&e, timeout))?;
-    let mut live = Live { store, bindings, deadline_ticks };
+    let mut live = Live { store, bindings, deadline_ticks, ticker };
     let info = live
         .bindings
         .sonde_collector_collector()
