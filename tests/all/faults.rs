@@ -108,9 +108,7 @@ fn survive_with(fault: Fault, overrides: &str) -> (FaultyEndpoint, Report) {
         "{fault:?}: the host kept trying"
     );
     let outage = spooled(&state);
-    if !matches!(fault, Fault::Redirect(_)) {
-        assert!(!outage.is_empty(), "{fault:?}: reports wait in the spool");
-    }
+    assert!(!outage.is_empty(), "{fault:?}: reports wait in the spool");
     assert!(spool_usage(&state).0 <= SPOOL_MAX_FILES);
 
     endpoint.set(Fault::Healthy);
@@ -200,18 +198,26 @@ fn a_closed_connection_is_a_failure_and_is_retried() {
 }
 
 #[test]
-fn a_redirect_is_not_followed_and_its_reports_are_dropped_and_counted() {
+fn a_redirect_is_not_followed_its_reports_wait_and_the_warning_names_the_target() {
     let elsewhere = FaultyEndpoint::start(Fault::Healthy);
     let (endpoint, last) = survive(Fault::Redirect(elsewhere.url.clone()));
     assert!(elsewhere.attempts().is_empty(), "the redirect was followed");
-    let redirected: usize = endpoint
+    let redirected: BTreeSet<Uuid> = endpoint
         .attempts()
         .iter()
         .filter(|a| matches!(a.fault, Fault::Redirect(_)))
-        .map(|a| a.report_ids.len())
-        .sum();
-    assert!(redirected >= 2);
-    assert_eq!(last.delivery.rejected as usize, redirected, "every redirected report is counted");
+        .flat_map(|a| a.report_ids.iter().copied())
+        .collect();
+    assert!(!redirected.is_empty());
+    let delivered: BTreeSet<Uuid> = endpoint.delivered().into_iter().collect();
+    assert!(redirected.is_subset(&delivered), "redirected reports are delivered once fixed");
+    assert_eq!(last.delivery.rejected, 0, "a redirect never drops a report");
+    let warned = warnings(&tag(&endpoint));
+    assert!(
+        warned[0].contains(&format!("redirecting to {}", elsewhere.url))
+            && warned[0].contains("does not follow redirects"),
+        "{warned:?}"
+    );
 }
 
 /// An answer that is `200` but not what sonde expects: delivered, directives

@@ -358,6 +358,15 @@ impl<T: Transport> Uploader<T> {
                     .unwrap_or_else(|| format!("endpoint answered {}", status.unwrap_or(0)));
                 self.fail(why);
             }
+            Verdict::Redirected => {
+                self.not_before = now + self.backoff.next(fastrand::f64());
+                let to = body.and_then(|a| a.location.as_deref()).unwrap_or("nowhere");
+                self.fail(format!(
+                    "endpoint answered {} redirecting to {to}; sonde does not follow redirects \
+                     (if that address is right, set `endpoint` in the manifest to it)",
+                    status.unwrap_or(0)
+                ));
+            }
             Verdict::Rejected if status == Some(413) && batch.count > 1 && !otlp => {
                 // Too large for this endpoint: send smaller batches; keep all.
                 self.batch_count = (batch.count / 2).max(1);

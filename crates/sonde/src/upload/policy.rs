@@ -112,8 +112,12 @@ pub(crate) enum Verdict {
     Throttled,
     /// Other 5xx, network error, timeout: keep, back off.
     Retry,
-    /// Other 4xx (and 3xx, since redirects are not followed): the endpoint
-    /// will never take these reports; drop and count them.
+    /// 3xx: redirects are never followed (reports go only where the
+    /// manifest says). Keep, back off, and tell the operator where the
+    /// endpoint points, so that they can move `endpoint` if they trust it.
+    Redirected,
+    /// Other 4xx: the endpoint will never take these reports; drop and
+    /// count them.
     Rejected,
     /// 410 Gone or 451 Unavailable For Legal Reasons: stop for good.
     Gone,
@@ -124,6 +128,7 @@ pub(crate) fn verdict(status: Option<u16>) -> Verdict {
     match status {
         None => Verdict::Retry,
         Some(200..=299) => Verdict::Delivered,
+        Some(300..=399) => Verdict::Redirected,
         Some(410 | 451) => Verdict::Gone,
         Some(429 | 503) => Verdict::Throttled,
         Some(500..=599) => Verdict::Retry,
@@ -133,11 +138,13 @@ pub(crate) fn verdict(status: Option<u16>) -> Verdict {
 
 /// Classifies an answer from an OTLP/HTTP endpoint, as its spec says: only
 /// 429, 502, 503 and 504 are retried (with `Retry-After`); every other
-/// non-2xx, 400, 413 and 500 included, is final.
+/// non-2xx, 400, 413 and 500 included, is final. Redirects are kept, as for
+/// sonde's own protocol.
 pub(crate) fn otlp_verdict(status: Option<u16>) -> Verdict {
     match status {
         None => Verdict::Retry,
         Some(200..=299) => Verdict::Delivered,
+        Some(300..=399) => Verdict::Redirected,
         Some(429 | 502 | 503 | 504) => Verdict::Throttled,
         Some(_) => Verdict::Rejected,
     }
@@ -274,7 +281,9 @@ mod tests {
         assert_eq!(verdict(None), Verdict::Retry);
         assert_eq!(verdict(Some(400)), Verdict::Rejected);
         assert_eq!(verdict(Some(413)), Verdict::Rejected);
-        assert_eq!(verdict(Some(301)), Verdict::Rejected);
+        assert_eq!(verdict(Some(301)), Verdict::Redirected);
+        assert_eq!(verdict(Some(307)), Verdict::Redirected);
+        assert_eq!(otlp_verdict(Some(308)), Verdict::Redirected);
         assert_eq!(verdict(Some(410)), Verdict::Gone);
         assert_eq!(verdict(Some(451)), Verdict::Gone);
     }
@@ -288,7 +297,7 @@ mod tests {
             assert_eq!(otlp_verdict(Some(again)), Verdict::Throttled, "{again}");
         }
         assert_eq!(otlp_verdict(None), Verdict::Retry, "network failures are transient");
-        for never in [400, 401, 404, 410, 413, 451, 500, 501, 301] {
+        for never in [400, 401, 404, 410, 413, 451, 500, 501] {
             assert_eq!(otlp_verdict(Some(never)), Verdict::Rejected, "{never}");
         }
     }

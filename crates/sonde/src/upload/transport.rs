@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use reqwest::header::{
-    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER,
 };
 use sonde_core::{DeliverySettings, MAX_RESPONSE_BYTES, Protocol, redact};
 
@@ -18,10 +18,16 @@ use sonde_core::{DeliverySettings, MAX_RESPONSE_BYTES, Protocol, redact};
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) retry_after: Option<Duration>,
+    /// A redirect's `Location`, cut to [`MAX_LOCATION`] bytes (shown to the
+    /// operator, never followed).
+    pub(crate) location: Option<String>,
     pub(crate) body: Vec<u8>,
     /// The body was longer than the cap (and was not read further).
     pub(crate) body_cut: bool,
 }
+
+/// The most of a redirect's `Location` kept for the warning.
+pub(crate) const MAX_LOCATION: usize = 512;
 
 /// Sends one gzip-compressed body; an `Err` is a network-level failure.
 pub(crate) trait Transport: Send + Sync + 'static {
@@ -101,6 +107,11 @@ impl Transport for Http {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| l.chars().take(MAX_LOCATION).collect());
         let mut body = Vec::new();
         let mut body_cut = false;
         loop {
@@ -116,7 +127,7 @@ impl Transport for Http {
                 Err(e) => return Err(format!("reading the response: {}", e.without_url())),
             }
         }
-        Ok(Answer { status, retry_after, body, body_cut })
+        Ok(Answer { status, retry_after, location, body, body_cut })
     }
 }
 
