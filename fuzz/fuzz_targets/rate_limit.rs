@@ -65,7 +65,7 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
                 Some(s) => retry_after(Duration::from_secs(u64::from(s)), max),
                 None => backoff.next(unit),
             },
-            Verdict::Retry => backoff.next(unit),
+            Verdict::Retry | Verdict::Redirected => backoff.next(unit),
             Verdict::Gone => break,
         };
         if wait > Duration::ZERO {

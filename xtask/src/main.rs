@@ -43,7 +43,8 @@ Commands:
   fixtures  The same for the test fixtures under tests/fixtures/ (hostile plugins),
             writing target/fixtures/<crate>.wasm
   test      Build the plugins and the fixtures, run clippy (host, plugins and
-            fixtures, -D warnings) and every test of the workspace
+            fixtures, -D warnings), check that the fuzz targets compile, and
+            run every test of the workspace
   demo      The whole loop: preview the example events, then run the example
             axum server with sonde embedded against a real sonde-collector,
             send it real requests, and watch the collector's cost policy
@@ -289,6 +290,11 @@ fn run_tests(root: &Path) -> Result<()> {
             ],
         )?;
     }
+    // The fuzz targets include the crates' parsers by path: keep them
+    // compiling (`cargo xtask reliability` and `fuzz` build them for real).
+    let fuzz = root.join("fuzz/Cargo.toml");
+    let fuzz = fuzz.to_str().context("non-UTF-8 repository path")?;
+    cargo(root, &["check", "--manifest-path", fuzz, "--target-dir", target, "--bins"])?;
     let victoria = install_victoria_metrics(root)?;
     eprintln!("+ cargo test --workspace");
     let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
