@@ -141,7 +141,13 @@ impl Dispatcher {
             let over = now - last_round;
             if taken > 0 {
                 quiet = 0;
-                peak = peak.max(taken as f64 / over.as_secs_f64().max(1e-6));
+                // A round that emptied the ring took what was recorded
+                // since the last one; a round cut at DRAIN_PER_ROUND was
+                // draining a backlog, at the dispatcher's speed, not the
+                // host's rate.
+                if taken < DRAIN_PER_ROUND {
+                    peak = peak.max(taken as f64 / over.as_secs_f64().max(1e-6));
+                }
             } else {
                 quiet = quiet.saturating_add(1);
             }

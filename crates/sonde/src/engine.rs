@@ -40,7 +40,8 @@ pub(crate) fn new_engine(fuel: bool) -> Result<Engine, Error> {
     Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))
 }
 
-/// Ticks without a plugin call starting after which the ticker parks: 1 s.
+/// Ticks in which no plugin call ran or started, after which the ticker
+/// parks: 1 s.
 /// An idle runtime then wakes nobody; a busy one (a call every few
 /// milliseconds) never pays for a wake-up.
 pub(crate) const QUIET_TICKS: u64 = 100;
@@ -61,7 +62,7 @@ pub(crate) struct Ticker {
     /// The ticker is parked (or about to park): the next call unparks it.
     parked: AtomicBool,
     stop: AtomicBool,
-    /// Epoch increments so far (for tests and `status`-like introspection).
+    /// Epoch increments so far (read by tests).
     ticks: AtomicU64,
     thread: OnceLock<Thread>,
 }
