@@ -41,6 +41,20 @@ fn busy_us(t: &Telemetry) -> u64 {
     t.report().unwrap().plugins[0].cost.busy_us
 }
 
+fn dispatcher_cpu(t: &Telemetry) -> Duration {
+    t.dispatcher_cpu_time().unwrap().expect("a per-thread CPU clock")
+}
+
+/// Rounds of `events` measured by the dispatcher thread's CPU time: one
+/// core's cost of taking events off the ring, batching and the plugin calls.
+fn dispatcher_cpu_per_round(t: &Telemetry, events: &[Event], n: u64) -> Duration {
+    rounds(n, |k| {
+        let before = dispatcher_cpu(t);
+        record_and_flush(t, &events[..k]);
+        dispatcher_cpu(t) - before
+    })
+}
+
 /// `http-status`'s logic, natively: method and status class tallies.
 struct Native {
     counts: [[u64; 6]; 10],
@@ -78,6 +92,9 @@ fn dispatch(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function("sonde http-status plugin, dispatcher CPU", |b| {
+        b.iter_custom(|n| dispatcher_cpu_per_round(&t, &events, n))
+    });
     g.bench_function("sonde http-status plugin, busy time on the dispatcher", |b| {
         b.iter_custom(|n| {
             rounds(n, |k| {
@@ -101,6 +118,9 @@ fn dispatch(c: &mut Criterion) {
                 start.elapsed()
             })
         })
+    });
+    g.bench_function("sonde three example plugins, dispatcher CPU", |b| {
+        b.iter_custom(|n| dispatcher_cpu_per_round(&all, &server_events, n))
     });
     let queue: ArrayQueue<OwnedEvent> = ArrayQueue::new(CAPACITY);
     let mut native = Native { counts: [[0; 6]; 10] };

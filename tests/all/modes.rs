@@ -64,3 +64,27 @@ fn the_installation_id_comes_from_the_salt_in_the_state_dir_and_is_opt_in() {
     assert_eq!(grouped.installation_id.as_ref(), Some(&id), "a copied salt groups hosts");
     assert_ne!(grouped.instance_id, first.instance_id, "instances stay distinct");
 }
+
+#[test]
+fn the_dispatchers_cpu_time_grows_with_the_work_it_does_and_is_unavailable_when_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        write_manifest(dir.path(), "mode = \"local\"\nstate_dir = \"state\"", &example_entries());
+    let t = Telemetry::builder(Manifest::load(&path).unwrap()).ephemeral(true).start().unwrap();
+    t.plugins().unwrap(); // loaded: compiling counts too
+    let loaded = t.dispatcher_cpu_time().unwrap().expect("a per-thread CPU clock on unix");
+    assert!(loaded > std::time::Duration::ZERO, "loading three plugins took CPU");
+    for i in 0..50_000 {
+        t.record(HTTP.event().int("status", 200 + (i % 3)));
+    }
+    t.flush().unwrap();
+    let worked = t.dispatcher_cpu_time().unwrap().unwrap();
+    assert!(
+        worked > loaded,
+        "50,000 events through three plugins took CPU: {loaded:?} → {worked:?}"
+    );
+    assert_eq!(t.report().unwrap().buffer.processed, 50_000);
+
+    let off = Telemetry::off();
+    assert!(matches!(off.dispatcher_cpu_time(), Err(sonde::Error::Off)));
+}

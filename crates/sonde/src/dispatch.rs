@@ -75,6 +75,8 @@ pub(crate) enum Command {
     Flush(SyncSender<()>),
     Report(SyncSender<Vec<PluginReport>>),
     Plugins(SyncSender<Vec<PluginOverview>>),
+    /// The dispatcher thread's CPU time so far.
+    CpuTime(SyncSender<Option<Duration>>),
     /// Apply endpoint directives; replies with what was applied.
     Apply(Vec<Directive>, SyncSender<Vec<String>>),
     /// Stop every plugin: telemetry was stopped for good.
@@ -199,6 +201,9 @@ impl Dispatcher {
             }
             Command::Plugins(reply) => {
                 let _ = reply.send(self.plugins.iter().map(Plugin::overview).collect());
+            }
+            Command::CpuTime(reply) => {
+                let _ = reply.send(thread_cpu_time());
             }
             Command::Apply(directives, reply) => {
                 let applied = self.apply(directives);
@@ -459,6 +464,24 @@ fn give_back_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The CPU time the calling thread has used (user and system), where the
+/// platform has per-thread CPU clocks. A system call: asked on request,
+/// never per event or per round.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    #[allow(unsafe_code, reason = "clock_gettime writes only into `ts`")]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+        let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+        let secs = u64::try_from(ts.tv_sec).ok()?;
+        let nanos = u32::try_from(ts.tv_nsec).ok()?;
+        ok.then(|| Duration::new(secs, nanos))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// The routes of every event kind seen, computed on first sight. Looked up

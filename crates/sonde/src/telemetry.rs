@@ -355,6 +355,16 @@ impl Telemetry {
         self.ask(Command::Flush)
     }
 
+    /// CPU time (user and system) that sonde's dispatcher thread has used
+    /// since the runtime started: taking events off the ring, building
+    /// batches and every plugin call, that is what telemetry costs this
+    /// process beyond `record()` itself. Waits for the dispatcher to answer,
+    /// like [`Telemetry::flush`]. `None` where the platform has no
+    /// per-thread CPU clock (it is read on unix).
+    pub fn dispatcher_cpu_time(&self) -> Result<Option<Duration>, Error> {
+        self.ask(Command::CpuTime)
+    }
+
     /// Every plugin in the manifest with its state, once loading is done.
     pub fn plugins(&self) -> Result<Vec<PluginOverview>, Error> {
         self.ask(Command::Plugins)
