@@ -45,7 +45,8 @@ const MAX_QUIET_IDLE: Duration = Duration::from_millis(100);
 /// ring before it wakes.
 const ASSUMED_BURST: f64 = 1_000_000.0;
 
-/// How long to sleep after taking `taken` events recorded over `over`.
+/// How long to sleep after a round that took events at `rate` (events per
+/// second since the previous round; 0 if it took none).
 ///
 /// After a round that took events: as long as [`MAX_IDLE`], but short
 /// enough that, at that rate, a ring of `capacity` is at most half full
@@ -55,10 +56,9 @@ const ASSUMED_BURST: f64 = 1_000_000.0;
 /// fastest rate seen, events per second) or [`ASSUMED_BURST`] would take to
 /// fill half the ring. An idle runtime with the default ring wakes about 30
 /// times a second instead of 200.
-fn idle_for(capacity: usize, taken: usize, over: Duration, quiet: u32, peak: f64) -> Duration {
+fn idle_for(capacity: usize, rate: f64, quiet: u32, peak: f64) -> Duration {
     let half_full = |rate: f64| Duration::from_secs_f64(capacity as f64 / 2.0 / rate.max(1.0));
-    if taken > 0 {
-        let rate = taken as f64 / over.as_secs_f64().max(1e-6);
+    if rate > 0.0 {
         return half_full(rate).clamp(MIN_IDLE, MAX_IDLE);
     }
     let backoff = MAX_IDLE.saturating_mul(1 << quiet.min(8));
@@ -140,7 +140,8 @@ impl Dispatcher {
             d.tick_plugins();
             let taken = d.drain(DRAIN_PER_ROUND);
             let now = Instant::now();
-            let over = now - last_round;
+            let rate = taken as f64 / (now - last_round).as_secs_f64().max(1e-6);
+            last_round = now;
             if taken > 0 {
                 quiet = 0;
                 // A round that emptied the ring took what was recorded
@@ -148,13 +149,12 @@ impl Dispatcher {
                 // draining a backlog, at the dispatcher's speed, not the
                 // host's rate.
                 if taken < DRAIN_PER_ROUND {
-                    peak = peak.max(taken as f64 / over.as_secs_f64().max(1e-6));
+                    peak = peak.max(rate);
                 }
             } else {
                 quiet = quiet.saturating_add(1);
             }
-            let idle = idle_for(capacity, taken, over, quiet, peak);
-            last_round = now;
+            let idle = idle_for(capacity, rate, quiet, peak);
             let command = match commands.try_recv() {
                 Ok(c) => Some(c),
                 Err(TryRecvError::Disconnected) => break,
@@ -560,21 +560,21 @@ mod tests {
     #[test]
     fn the_idle_sleep_is_long_unless_the_ring_would_fill_past_half() {
         let ms = Duration::from_millis;
-        // Nothing came in the first quiet round: the busy sleep.
-        assert_eq!(idle_for(65_536, 0, ms(5), 1, 0.0), ms(10));
+        // Nothing came in the first quiet round: twice the busy sleep.
+        assert_eq!(idle_for(65_536, 0.0, 1, 0.0), ms(10));
         // 100k events/s into 65,536 slots: half full after 330 ms.
-        assert_eq!(idle_for(65_536, 500, ms(5), 0, 1e5), MAX_IDLE);
+        assert_eq!(idle_for(65_536, 1e5, 0, 1e5), MAX_IDLE);
         // 200k events/s into 1,024 slots: half full after 2.56 ms.
-        let idle = idle_for(1_024, 1_000, ms(5), 0, 2e5);
+        let idle = idle_for(1_024, 2e5, 0, 2e5);
         assert!(idle > ms(2) && idle < ms(3), "{idle:?}");
         // Faster than that: never below the shortest sleep.
-        assert_eq!(idle_for(16, 10_000, ms(1), 0, 1e7), MIN_IDLE);
+        assert_eq!(idle_for(16, 1e7, 0, 1e7), MIN_IDLE);
     }
 
     #[test]
     fn a_quiet_dispatcher_backs_off_only_as_far_as_a_burst_allows() {
         let ms = Duration::from_millis;
-        let quiet = |capacity, rounds, peak| idle_for(capacity, 0, ms(5), rounds, peak);
+        let quiet = |capacity, rounds, peak| idle_for(capacity, 0.0, rounds, peak);
         // Doubling per quiet round, from the busy sleep.
         assert_eq!(quiet(65_536, 0, 0.0), MAX_IDLE);
         assert_eq!(quiet(65_536, 2, 0.0), ms(20));

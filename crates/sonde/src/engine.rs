@@ -1,8 +1,8 @@
 //! The one wasmtime [`Engine`] and the thread that advances its epoch.
 //!
 //! Every plugin call runs with an epoch deadline; a background ticker bumps
-//! the epoch every [`EPOCH_TICK`], so a call that runs past its deadline traps
-//! instead of holding the dispatcher.
+//! the epoch every [`EPOCH_TICK`] while calls happen (see [`Ticker`]), so a
+//! call that runs past its deadline traps instead of holding the dispatcher.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -69,8 +69,8 @@ pub(crate) struct Ticker {
 
 impl Ticker {
     /// Tells the ticker a plugin call is about to run, until the returned
-    /// guard is dropped. Costs two atomic adds when the ticker is awake;
-    /// wakes it when parked.
+    /// guard is dropped. A few atomic operations per call (not per event)
+    /// when the ticker is awake; wakes it when parked.
     pub(crate) fn call(self: &Arc<Self>) -> Call {
         self.calls.fetch_add(1, SeqCst);
         if self.parked.load(SeqCst)
