@@ -211,3 +211,116 @@ fn record_never_waits_for_a_stuck_plugin() {
     assert!(r.buffer.dropped >= 200_000 - 3 * 1024, "{:?}", r.buffer);
     assert!(find(&r, "loop").cost.failure_kinds.cpu >= 1);
 }
+
+/// The reason a plugin was refused or failed with, or "" if none.
+fn reason(r: &Report, name: &str) -> String {
+    find(r, name).reason.clone().unwrap_or_default()
+}
+
+#[test]
+fn compiling_has_a_budget_and_never_holds_the_neighbours() {
+    // Four functions, each at the shape limit (2,000 locals in loops 250
+    // deep): ~35 s of Cranelift in a debug build, and hundreds of MB.
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    std::fs::write(&bomb, sonde_tests::compile_bomb(4, 2_000, 250)).unwrap();
+    // One function far past it: refused before the compiler sees it.
+    let complex = dir.path().join("complex.wasm");
+    std::fs::write(&complex, sonde_tests::compile_bomb(1, 3_000, 500)).unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        Entry::new("slow-compile", bomb.clone()).limit("compile_timeout_secs = 20"),
+        Entry::new("hungry-compile", bomb).limit("compile_memory_mb = 16"),
+        Entry::new("complex", complex),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 3000);
+    // The bombs are still compiling, in child processes: the report is
+    // built and the neighbour got every event.
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 3000);
+    let slow = find(&r, "slow-compile");
+    assert_eq!(slow.state, PluginState::Loading, "{slow:?}");
+    assert_eq!(slow.cost.events_skipped, 3000, "what it missed is counted");
+    assert_eq!(find(&r, "complex").state, PluginState::Refused);
+    assert!(
+        reason(&r, "complex").contains("3000 locals in loops nested 500 deep"),
+        "{}",
+        reason(&r, "complex")
+    );
+
+    assert!(t.wait_until_loaded(Duration::from_secs(120)).unwrap(), "every load ends");
+    record(&t, 500);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 3500);
+    for (name, words) in
+        [("slow-compile", "compile_timeout_secs"), ("hungry-compile", "compile_memory_mb")]
+    {
+        let p = find(&r, name);
+        assert_eq!(p.state, PluginState::Refused, "{p:?}");
+        assert!(reason(&r, name).contains(words), "{name}: {}", reason(&r, name));
+    }
+}
+
+#[test]
+fn one_memory_cap_covers_all_of_a_plugins_memories() {
+    let dir = tempfile::tempdir().unwrap();
+    let memories = |file: &str| Entry::new(file, fixture(&format!("hostile_memories_{file}.wasm")));
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        // 40 extra memories: refused by the shape check.
+        memories("40"),
+        // 8 more memories of 8 MiB: with its own, past 64 MiB together.
+        memories("8x8mib").limit("memory_mb = 64"),
+        // 3 more of 4 MiB: under the default cap; runs, with its total.
+        memories("3x4mib"),
+        // The same under a 12 MiB cap: 12 MiB plus its own is too much.
+        Entry::new("3x4mib-capped", fixture("hostile_memories_3x4mib.wasm"))
+            .limit("memory_mb = 12"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 100);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 100);
+    assert!(reason(&r, "40").contains("memories 41, at most 16"), "{}", reason(&r, "40"));
+    for name in ["8x8mib", "3x4mib-capped"] {
+        let p = find(&r, name);
+        assert_eq!(p.state, PluginState::Refused, "{p:?}");
+        assert!(reason(&r, name).contains("ran out of memory"), "{name}: {}", reason(&r, name));
+    }
+    let runs = find(&r, "3x4mib");
+    assert_eq!(runs.state, PluginState::Running, "{runs:?}");
+    assert_eq!(scalar(runs, "hostile.events"), 100.0);
+    assert!(
+        runs.cost.peak_memory_bytes > 12 << 20,
+        "peak memory is the plugin's total: {}",
+        runs.cost.peak_memory_bytes
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_plugin_path_must_be_a_regular_file_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = dir.path().join("zero.wasm");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let fifo = dir.path().join("fifo.wasm");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, vec![0u8; 2 << 20]).unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        Entry { sha256: Some("0".repeat(64)), ..Entry::new("zero", zero) },
+        Entry { sha256: Some("0".repeat(64)), ..Entry::new("fifo", fifo) },
+        Entry::new("big", big).limit("file_mb = 1"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 10);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 10);
+    for name in ["zero", "fifo"] {
+        assert_eq!(find(&r, name).state, PluginState::Refused);
+        assert!(reason(&r, name).contains("is not a regular file"), "{name}: {}", reason(&r, name));
+    }
+    assert!(reason(&r, "big").contains("over the limit of 1048576 bytes"), "{}", reason(&r, "big"));
+}

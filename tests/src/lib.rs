@@ -198,3 +198,21 @@ pub fn write_wat(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, wat::parse_str(text).unwrap()).unwrap();
     path
 }
+
+/// A component whose one core module has `functions` functions, each with
+/// `locals` locals read inside loops nested `depth` deep: valid WebAssembly
+/// that is slow and memory-hungry for Cranelift (time grows with locals² ×
+/// depth, see `crates/sonde/src/plugin/shape.rs`). It exports nothing: a
+/// host must refuse it, and the test is *why* and *when*.
+pub fn compile_bomb(functions: usize, locals: u32, depth: usize) -> Vec<u8> {
+    let mut body = "(loop ".repeat(depth);
+    body.push_str("(local.set 0 (i32.const 1))");
+    for l in 0..locals {
+        let _ = write!(body, "(local.set 0 (i32.add (local.get 0) (local.get {l})))");
+    }
+    body.push_str("(br_if 0 (local.get 0))");
+    body.push_str(&")".repeat(depth));
+    let func = format!("(func (local {}) {body})", "i32 ".repeat(locals as usize));
+    let wat = format!("(component (core module {}))", func.repeat(functions));
+    wat::parse_str(wat).unwrap()
+}

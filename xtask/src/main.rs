@@ -97,7 +97,7 @@ fn run(args: &[String]) -> Result<()> {
         "fixtures" => {
             no_args(command, rest)?;
             let root = repo_root()?;
-            print_built(&root, &build_components(&root, &FIXTURES)?);
+            print_built(&root, &build_fixtures(&root)?);
             Ok(())
         }
         "test" => {
@@ -264,7 +264,7 @@ fn install_victoria_metrics(root: &Path) -> Result<Option<PathBuf>> {
 fn run_tests(root: &Path) -> Result<()> {
     let start = std::time::Instant::now();
     print_built(root, &build_components(root, &PLUGINS)?);
-    print_built(root, &build_components(root, &FIXTURES)?);
+    print_built(root, &build_fixtures(root)?);
     cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     let plugins = PLUGINS.manifest(root);
     let plugins = plugins.to_str().context("non-UTF-8 repository path")?;
@@ -394,6 +394,72 @@ struct BuiltPlugin {
 /// `cargo xtask plugins` and `cargo xtask fixtures`: builds, componentizes
 /// and checks every crate of `workspace`, writing
 /// `<workspace.out_dir>/<crate>.wasm`.
+/// The fixtures, and the variants of `hostile` that only a rewrite of its
+/// core module can make: the same plugin with extra linear memories (Rust
+/// never emits a second memory), for the per-plugin memory cap.
+fn build_fixtures(root: &Path) -> Result<Vec<BuiltPlugin>> {
+    let mut built = build_components(root, &FIXTURES)?;
+    let core_path = root.join("target").join(WASM_TARGET).join("release/hostile.wasm");
+    let core =
+        std::fs::read(&core_path).with_context(|| format!("reading {}", core_path.display()))?;
+    // (file, extra memories, 64 KiB pages each)
+    for (name, count, pages) in [
+        ("hostile_memories_40", 40, 1),
+        ("hostile_memories_8x8mib", 8, 128),
+        ("hostile_memories_3x4mib", 3, 64),
+    ] {
+        let module = add_memories(&core, count, pages)
+            .with_context(|| format!("adding memories for `{name}`"))?;
+        let component =
+            componentize(&module).with_context(|| format!("componentizing `{name}`"))?;
+        let path = root.join(FIXTURES.out_dir).join(format!("{name}.wasm"));
+        std::fs::write(&path, &component).with_context(|| format!("writing {}", path.display()))?;
+        let sha256 = hex::encode(Sha256::digest(&component));
+        built.push(BuiltPlugin {
+            name: name.replace('_', "-"),
+            path,
+            size: component.len(),
+            sha256,
+        });
+    }
+    Ok(built)
+}
+
+/// `core` with `count` more linear memories of `pages` pages each, defined
+/// after its own (so no index in its code changes) and not exported.
+fn add_memories(core: &[u8], count: u32, pages: u64) -> Result<Vec<u8>> {
+    use wasm_encoder::reencode::{Error, Reencode, RoundtripReencoder, utils};
+    struct More {
+        count: u32,
+        pages: u64,
+    }
+    impl Reencode for More {
+        type Error = std::convert::Infallible;
+        fn parse_memory_section(
+            &mut self,
+            memories: &mut wasm_encoder::MemorySection,
+            section: wasmparser::MemorySectionReader<'_>,
+        ) -> Result<(), Error<Self::Error>> {
+            utils::parse_memory_section(&mut RoundtripReencoder, memories, section)?;
+            for _ in 0..self.count {
+                memories.memory(wasm_encoder::MemoryType {
+                    minimum: self.pages,
+                    maximum: None,
+                    memory64: false,
+                    shared: false,
+                    page_size_log2: None,
+                });
+            }
+            Ok(())
+        }
+    }
+    let mut module = wasm_encoder::Module::new();
+    More { count, pages }
+        .parse_core_module(&mut module, wasmparser::Parser::new(0), core)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(module.finish())
+}
+
 fn build_components(root: &Path, workspace: &Workspace) -> Result<Vec<BuiltPlugin>> {
     let plugins = discover_plugins(&root.join(workspace.dir))?;
     ensure!(!plugins.is_empty(), "no plugin crates under {}/", workspace.dir);

@@ -68,8 +68,10 @@ pub(crate) fn bench(
     if events.is_empty() {
         bail!("no events to replay");
     }
+    let wait = Duration::from_secs(manifest.plugins[0].limits.compile_timeout_secs + 30);
     let telemetry =
         Telemetry::builder(manifest).mode(Mode::Local).ephemeral(true).fuel(true).start()?;
+    telemetry.wait_until_loaded(wait)?;
     let state = telemetry.plugins()?[0].clone();
     if state.state != PluginState::Running {
         bail!("`{plugin}` does not run: {}", state.reason.unwrap_or_default());

@@ -151,9 +151,32 @@ pub(crate) fn load(path: &Path) -> Result<Manifest> {
     Ok(Manifest::load(path)?)
 }
 
-/// A runtime for inspecting plugins: local mode, writing nothing.
+/// How long to wait for every plugin of `manifest` to load: each one's
+/// compile budget, as if they compiled one after another, and a margin.
+fn load_wait(manifest: &Manifest) -> std::time::Duration {
+    let budgets: u64 = manifest.plugins.iter().map(|p| p.limits.compile_timeout_secs).sum();
+    std::time::Duration::from_secs(budgets + 30)
+}
+
+/// Waits for every plugin to load (a plugin still compiling would show as
+/// `loading` and miss the events recorded before it runs).
+fn wait_loaded(telemetry: &Telemetry, manifest: &Manifest) -> Result<()> {
+    if !telemetry.wait_until_loaded(load_wait(manifest))? {
+        eprintln!("warning: some plugins were still loading after {:?}", load_wait(manifest));
+    }
+    Ok(())
+}
+
+/// A runtime for inspecting plugins: local mode, writing nothing but the
+/// compile cache it shares with the server (so what the server compiled is
+/// not compiled again, and the other way round).
 fn inspect(manifest: Manifest) -> Result<Vec<sonde::PluginOverview>> {
-    let telemetry = Telemetry::builder(manifest).mode(Mode::Local).ephemeral(true).start()?;
+    let telemetry = Telemetry::builder(manifest.clone())
+        .mode(Mode::Local)
+        .ephemeral(true)
+        .shared_compile_cache(true)
+        .start()?;
+    wait_loaded(&telemetry, &manifest)?;
     Ok(telemetry.plugins()?)
 }
 
@@ -162,7 +185,9 @@ fn check(c: &Common) -> Result<ExitCode> {
     let plugins = inspect(manifest)?;
     let bad = plugins
         .iter()
-        .filter(|p| matches!(p.state, PluginState::Refused | PluginState::Failed))
+        .filter(|p| {
+            matches!(p.state, PluginState::Refused | PluginState::Failed | PluginState::Loading)
+        })
         .count();
     match c.format {
         Format::Json => output::print_json(&serde_json::json!({
@@ -237,11 +262,13 @@ fn send(c: &Common, events: Option<&Path>) -> Result<ExitCode> {
         anyhow::bail!("{}: nothing is sent: {why}", c.manifest.display());
     }
     let capacity = manifest.telemetry.buffer_capacity;
+    let inspected = manifest.clone();
     let telemetry = Telemetry::builder(manifest).start()?;
     if telemetry.mode() != Mode::On {
         anyhow::bail!("telemetry is stopped for good; see `sonde status`");
     }
     if let Some(path) = events {
+        wait_loaded(&telemetry, &inspected)?;
         record_file(&telemetry, path, capacity)?;
     }
     let outcome = telemetry.send_now()?;
@@ -267,6 +294,7 @@ fn preview(c: &Common, events: &Path, otlp: bool) -> Result<ExitCode> {
         builder = builder.ephemeral(true);
     }
     let telemetry = builder.start()?;
+    wait_loaded(&telemetry, &manifest)?;
     record_file(&telemetry, events, capacity)?;
     let report = telemetry.report()?;
     if otlp {

@@ -27,13 +27,14 @@ pub(crate) fn pin(manifest: &Path, only: &[String]) -> Result<ExitCode> {
             bail!("{}: key `plugin[{i}].path`: missing", manifest.display());
         };
         let file = base.join(path);
-        let bytes = std::fs::read(&file).with_context(|| {
-            format!(
-                "{}: key `plugin[{i}].path`: cannot read {}",
-                manifest.display(),
-                file.display()
-            )
-        })?;
+        let bytes = sonde_core::limits::read_file_capped(&file, sonde::MAX_PLUGIN_BYTES)
+            .with_context(|| {
+                format!(
+                    "{}: key `plugin[{i}].path`: cannot read {}",
+                    manifest.display(),
+                    file.display()
+                )
+            })?;
         let sha = hex::encode(Sha256::digest(&bytes));
         let old = table.get("sha256").and_then(|v| v.as_str()).map(str::to_string);
         if old.as_deref() == Some(sha.as_str()) {

@@ -73,11 +73,16 @@ pub enum EventsError {
 /// Reads an events file (see the module docs for the format).
 pub fn read_events_file(path: &Path) -> Result<Vec<EventRecord>, EventsError> {
     let io = |source| EventsError::Io { path: path.display().to_string(), source };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > MAX_EVENTS_FILE_BYTES {
-        return Err(EventsError::TooLarge { path: path.display().to_string(), size });
-    }
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    let bytes = crate::limits::read_file_capped(path, MAX_EVENTS_FILE_BYTES).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::FileTooLarge {
+            let size = std::fs::metadata(path).map_or(MAX_EVENTS_FILE_BYTES + 1, |m| m.len());
+            EventsError::TooLarge { path: path.display().to_string(), size }
+        } else {
+            io(e)
+        }
+    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| io(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))?;
     parse_events_jsonl(&text, path)
 }
 

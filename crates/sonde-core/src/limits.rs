@@ -51,19 +51,52 @@ pub const MAX_EVENT_FIELDS: usize = 8;
 /// Longest field name.
 pub const MAX_FIELD_NAME_LEN: usize = 64;
 
-/// Reads the text file at `path`, refusing one over `max` bytes. Reads at
-/// most `max + 1` bytes whatever the file claims, so a file that grows while
-/// it is read is still refused. `what` names the file in errors
-/// (`"manifest"`).
+/// Reads the text file at `path`, refusing one over `max` bytes (see
+/// [`read_file_capped`]). `what` names the file in errors (`"manifest"`).
 pub fn read_capped(path: &std::path::Path, max: u64, what: &str) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {what}: {e}"))?;
-    let mut text = String::new();
-    file.take(max + 1).read_to_string(&mut text).map_err(|e| format!("cannot read {what}: {e}"))?;
-    if text.len() as u64 > max {
-        return Err(format!("over the limit of {max} bytes for a {what}"));
+    let bytes = read_file_capped(path, max).map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => format!("over the limit of {max} bytes for a {what}"),
+        _ => format!("cannot read {what}: {e}"),
+    })?;
+    String::from_utf8(bytes).map_err(|_| format!("cannot read {what}: it is not UTF-8 text"))
+}
+
+/// Reads the file at `path`, which must be a regular file of at most `max`
+/// bytes: opened once (without blocking, so a FIFO cannot hold the caller),
+/// checked on the open descriptor (a symlink to `/dev/zero` or a FIFO is
+/// refused, whatever its name says), and read at most `max + 1` bytes
+/// whatever the file claims, so a file that grows while it is read is
+/// still refused. The bytes returned are the bytes read: hash and use them,
+/// never the path again. Errors: the open or read error, `InvalidInput` for
+/// a file that is not a regular file, `FileTooLarge` past `max`.
+pub fn read_file_capped(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for
+        // a writer. It changes nothing for a regular file.
+        options.custom_flags(libc::O_NONBLOCK);
     }
-    Ok(text)
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(Error::new(
+            ErrorKind::FileTooLarge,
+            format!("{} bytes, over the limit of {max}", meta.len()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(Error::new(ErrorKind::FileTooLarge, format!("over the limit of {max} bytes")));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -81,6 +114,34 @@ mod tests {
         assert_eq!(err, "over the limit of 9 bytes for a manifest");
         let missing = read_capped(&dir.join("nope"), 9, "policy").expect_err("missing");
         assert!(missing.starts_with("cannot read policy:"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_read_and_a_fifo_does_not_block() {
+        use std::io::ErrorKind;
+        let dir = std::env::temp_dir().join(format!("sonde-read-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let zero = dir.join("zero.wasm");
+        let _ = std::fs::remove_file(&zero);
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        let err = read_file_capped(&zero, 1 << 20).expect_err("a device");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let fifo = dir.join("fifo.wasm");
+        let _ = std::fs::remove_file(&fifo);
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(status.success());
+        // Opening a FIFO without O_NONBLOCK would wait here for a writer.
+        let err = read_file_capped(&fifo, 1 << 20).expect_err("a FIFO");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let err = read_file_capped(&dir, 1 << 20).expect_err("a directory");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let file = dir.join("ok");
+        std::fs::write(&file, b"abc").expect("write");
+        assert_eq!(read_file_capped(&file, 3).expect("at the cap"), b"abc");
+        let err = read_file_capped(&file, 2).expect_err("over");
+        assert_eq!(err.kind(), ErrorKind::FileTooLarge);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

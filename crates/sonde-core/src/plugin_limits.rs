@@ -13,6 +13,9 @@
 //! max_series_per_metric = 1000   # label cardinality; the excess folds into an overflow series
 //! max_label_len = 128
 //! log_lines_per_minute = 10
+//! file_mb = 32                   # largest plugin file read
+//! compile_timeout_secs = 120     # compiling it (a child process, killed past this)
+//! compile_memory_mb = 2048       # memory the compiler may use for it
 //! ```
 //!
 //! Every value has a safe default and a hard range; a plugin cannot be given
@@ -53,6 +56,17 @@ pub struct PluginLimits {
     pub max_label_len: u32,
     /// Log lines per minute. Default 10; range 0..=10 000.
     pub log_lines_per_minute: u32,
+    /// Largest plugin file read, bytes. Default 32 MiB: a Rust collector is
+    /// tens of KB, a JavaScript or Python one 12-18 MB; range 1 MiB..=256 MiB.
+    pub file_bytes: u64,
+    /// Wall time compiling the plugin may take, seconds; past it the
+    /// compiler process is killed and the plugin refused. Default 120 s: a
+    /// 12 MB JavaScript collector takes 30-40 s here; range 1..=600.
+    pub compile_timeout_secs: u64,
+    /// Memory the compiler process may add while compiling the plugin,
+    /// bytes; past it the compile fails and the plugin is refused. Default
+    /// 2 GiB; range 16 MiB..=16 GiB.
+    pub compile_memory_bytes: u64,
 }
 
 impl Default for PluginLimits {
@@ -69,6 +83,9 @@ impl Default for PluginLimits {
             max_series_per_metric: 1000,
             max_label_len: 128,
             log_lines_per_minute: 10,
+            file_bytes: 32 << 20,
+            compile_timeout_secs: 120,
+            compile_memory_bytes: 2048 << 20,
         }
     }
 }
@@ -87,6 +104,9 @@ pub(crate) struct RawLimits {
     max_series_per_metric: Option<Spanned<u64>>,
     max_label_len: Option<Spanned<u64>>,
     log_lines_per_minute: Option<Spanned<u64>>,
+    file_mb: Option<Spanned<u64>>,
+    compile_timeout_secs: Option<Spanned<u64>>,
+    compile_memory_mb: Option<Spanned<u64>>,
 }
 
 /// A value out of its range: the byte offset, the key and the message.
@@ -176,6 +196,19 @@ impl RawLimits {
                 0..=10_000,
                 d.log_lines_per_minute.into(),
             )? as u32,
+            file_bytes: pick(&self.file_mb, "file_mb", 1..=256, d.file_bytes >> 20)? << 20,
+            compile_timeout_secs: pick(
+                &self.compile_timeout_secs,
+                "compile_timeout_secs",
+                1..=600,
+                d.compile_timeout_secs,
+            )?,
+            compile_memory_bytes: pick(
+                &self.compile_memory_mb,
+                "compile_memory_mb",
+                16..=16_384,
+                d.compile_memory_bytes >> 20,
+            )? << 20,
         })
     }
 }

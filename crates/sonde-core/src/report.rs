@@ -184,6 +184,10 @@ pub enum PluginState {
     /// Switched off for a while, by an endpoint directive or the local cost
     /// breaker; see `reason` and `until`. Receives no events meanwhile.
     Disabled,
+    /// Allowed, and still being compiled and checked (off the thread that
+    /// dispatches events, under `limits.compile_timeout_secs`). Receives no
+    /// events yet; those it misses are counted in `cost.events_skipped`.
+    Loading,
 }
 
 impl PluginState {
@@ -195,6 +199,7 @@ impl PluginState {
             PluginState::Refused => "refused",
             PluginState::Failed => "failed",
             PluginState::Disabled => "disabled",
+            PluginState::Loading => "loading",
         }
     }
 }

@@ -50,18 +50,20 @@ impl CompileCache {
     }
 
     /// The component for `wasm` (whose SHA-256 is `sha256`), from the cache
-    /// when a valid artifact is there, else compiled and written back.
+    /// when a valid artifact is there, else built by `compile` (an
+    /// artifact of `Engine::precompile_component`) and written back.
     pub(crate) fn load(
         &self,
         engine: &Engine,
         wasm: &[u8],
         sha256: &str,
-    ) -> wasmtime::Result<(Component, Origin)> {
+        compile: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<(Component, Origin), String> {
         let path = self.path(sha256);
         if let Some(component) = self.read(engine, &path) {
             return Ok((component, Origin::Cached));
         }
-        let artifact = engine.precompile_component(wasm)?;
+        let artifact = compile(wasm)?;
         let mut mac = self.mac();
         mac.update(&artifact);
         let mut file = Vec::with_capacity(MAGIC.len() + MAC_LEN + artifact.len());
@@ -71,7 +73,8 @@ impl CompileCache {
         if let Err(e) = crate::state::write_private(&path, &file) {
             tracing::debug!(error = %e, "cannot write the compile cache; continuing without it");
         }
-        let component = deserialize(engine, &artifact)?;
+        let component = deserialize(engine, &artifact)
+            .map_err(|e| format!("its compiled code does not load: {e:#}"))?;
         Ok((component, Origin::Compiled))
     }
 
@@ -99,11 +102,13 @@ impl CompileCache {
     }
 }
 
-/// Loads an artifact that this process compiled or whose MAC it verified.
+/// Loads an artifact that this process compiled (in its compile child, see
+/// `compile.rs`) or whose MAC it verified.
 #[allow(unsafe_code, reason = "deserializing a host-written, authenticated artifact")]
-fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `artifact` was produced by `Engine::precompile_component` in
-    // this process, or read back from a file whose HMAC under this host's
+    // this process or its compile child (a fork of it, writing to a pipe
+    // only it holds), or read back from a file whose HMAC under this host's
     // private secret verifies, i.e. that this host wrote. Wasmtime checks the
     // engine compatibility header itself.
     unsafe { Component::deserialize(engine, artifact) }

@@ -7,9 +7,10 @@
 //! first time the kind is seen and cached.
 
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
@@ -65,6 +66,14 @@ fn idle_for(capacity: usize, rate: f64, quiet: u32, peak: f64) -> Duration {
     backoff.min(half_full((2.0 * peak).max(ASSUMED_BURST))).clamp(MAX_IDLE, MAX_QUIET_IDLE)
 }
 
+/// How long a starting dispatcher keeps recorded events in the ring for
+/// plugins still loading, at most (less once the ring is half full): a
+/// plugin that loads from the compile cache, or compiles in a second or
+/// two, then sees the events recorded since the start; one that takes
+/// longer misses them (counted in its `events_skipped`) while its
+/// neighbours get theirs.
+pub(crate) const LOAD_HOLD: Duration = Duration::from_secs(10);
+
 /// Events taken per round before the command channel is looked at again.
 const DRAIN_PER_ROUND: usize = 8 * BATCH_SIZE;
 
@@ -83,6 +92,78 @@ pub(crate) enum Command {
     StopAll(String),
     /// Load a new set of plugin specs beside the running ones and swap.
     Reload(Vec<PluginSpec>, SyncSender<Vec<String>>),
+    /// Reply once no plugin is loading.
+    WhenLoaded(SyncSender<()>),
+}
+
+/// A load finished on a loader thread.
+struct Loaded {
+    id: u64,
+    plugin: Plugin,
+}
+
+/// A reload waiting for its new plugins to load.
+struct PendingReload {
+    specs: Vec<PluginSpec>,
+    /// Per spec: the load started for it, or `None` when the running
+    /// plugin of that name is the same plugin and stays.
+    ids: Vec<Option<u64>>,
+    done: FxHashMap<u64, Plugin>,
+    reply: SyncSender<Vec<String>>,
+}
+
+/// Plugin loads under way on loader threads (compiling never happens on
+/// the dispatcher thread: `plugin/mod.rs`, `compile.rs`).
+struct Loads {
+    loader: Arc<Loader>,
+    tx: Sender<Loaded>,
+    rx: Receiver<Loaded>,
+    next_id: u64,
+    pending: usize,
+    reload: Option<PendingReload>,
+    queued: VecDeque<(Vec<PluginSpec>, SyncSender<Vec<String>>)>,
+    waiters: Vec<SyncSender<()>>,
+}
+
+impl Loads {
+    fn new(loader: Loader) -> Loads {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Loads {
+            loader: Arc::new(loader),
+            tx,
+            rx,
+            next_id: 1,
+            pending: 0,
+            reload: None,
+            queued: VecDeque::new(),
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Starts loading `spec` on a loader thread; returns the load's id.
+    fn start(&mut self, spec: PluginSpec) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending += 1;
+        let (loader, tx) = (Arc::clone(&self.loader), self.tx.clone());
+        let (fallback, keep) = (spec.clone(), spec.clone());
+        let spawned = std::thread::Builder::new().name("sonde-load".into()).spawn(move || {
+            let plugin = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Plugin::load(spec, &loader)
+            }))
+            .unwrap_or_else(|_| {
+                Plugin::refused(fallback, "loading it panicked in the host".into())
+            });
+            // The dispatcher may be gone: the runtime stopped.
+            let _ = tx.send(Loaded { id, plugin });
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(plugin = %keep.name, "cannot start a loader thread: {e}");
+            let plugin = Plugin::refused(keep, format!("cannot start a loader thread: {e}"));
+            let _ = self.tx.send(Loaded { id, plugin });
+        }
+        id
+    }
 }
 
 /// Which subscription of which plugin an event kind feeds, and where each
@@ -103,7 +184,9 @@ pub(crate) struct Dispatcher {
     /// Where switches persist; `None` for an ephemeral runtime.
     state_dir: Option<PathBuf>,
     last_expiry_check: u64,
-    loader: Loader,
+    loads: Loads,
+    /// Set by `StopAll`: plugins that finish loading later stop too.
+    stopped: Option<String>,
 }
 
 impl Dispatcher {
@@ -117,8 +200,17 @@ impl Dispatcher {
         commands: Receiver<Command>,
         state_dir: Option<PathBuf>,
     ) {
-        let plugins = specs.into_iter().map(|s| Plugin::load(s, &loader)).collect();
-        give_back_freed_memory();
+        let mut loads = Loads::new(loader);
+        let plugins = specs
+            .into_iter()
+            .map(|spec| {
+                if !spec.allow {
+                    return Plugin::load(spec, &loads.loader);
+                }
+                let id = loads.start(spec.clone());
+                Plugin::loading(spec, id)
+            })
+            .collect();
         let switches = state_dir.as_deref().map(Switches::load).unwrap_or_default();
         let mut d = Dispatcher {
             ring,
@@ -128,14 +220,24 @@ impl Dispatcher {
             switches,
             state_dir,
             last_expiry_check: 0,
-            loader,
+            loads,
+            stopped: None,
         };
         d.sync_switches();
         let capacity = d.ring.capacity();
+        // Keep what is recorded meanwhile in the ring for the plugins still
+        // loading, for a while (see LOAD_HOLD); commands wait.
+        let hold = Instant::now() + LOAD_HOLD;
+        while d.loads.pending > 0 && Instant::now() < hold && d.ring.len() < capacity / 2 {
+            if let Ok(loaded) = d.loads.rx.recv_timeout(MIN_IDLE) {
+                d.install(loaded);
+            }
+        }
         let mut last_round = Instant::now();
         // Rounds in a row that took nothing, and the fastest rate seen.
         let (mut quiet, mut peak) = (0u32, 0f64);
         loop {
+            d.take_loads();
             d.expire_switches();
             d.tick_plugins();
             let taken = d.drain(DRAIN_PER_ROUND);
@@ -179,6 +281,12 @@ impl Dispatcher {
                 d.handle(c);
             }
         }
+        // The runtime is gone: its plugins, their Stores and (usually the
+        // last reference) the ring go now. The ring's tens of MB come from
+        // the heap once glibc has raised its mmap threshold: give them back
+        // to the system rather than keep them in this thread's arena.
+        drop(d);
+        give_back_freed_memory();
     }
 
     fn handle(&mut self, command: Command) {
@@ -210,10 +318,21 @@ impl Dispatcher {
                 let _ = reply.send(applied);
             }
             Command::Reload(specs, reply) => {
-                let changes = self.reload(specs);
-                let _ = reply.send(changes);
+                if self.loads.reload.is_some() {
+                    self.loads.queued.push_back((specs, reply));
+                } else {
+                    self.begin_reload(specs, reply);
+                }
+            }
+            Command::WhenLoaded(reply) => {
+                if self.loads.pending == 0 {
+                    let _ = reply.send(());
+                } else {
+                    self.loads.waiters.push(reply);
+                }
             }
             Command::StopAll(reason) => {
+                self.stopped = Some(reason.clone());
                 self.drain_now();
                 for p in &mut self.plugins {
                     if p.is_switchable() {
@@ -228,27 +347,117 @@ impl Dispatcher {
         }
     }
 
+    /// Takes every finished load.
+    fn take_loads(&mut self) {
+        while let Ok(loaded) = self.loads.rx.try_recv() {
+            self.install(loaded);
+        }
+    }
+
+    /// A load finished: the plugin takes its placeholder's place, or joins
+    /// the reload it belongs to.
+    fn install(&mut self, Loaded { id, mut plugin }: Loaded) {
+        self.loads.pending = self.loads.pending.saturating_sub(1);
+        let for_reload = self.loads.reload.as_ref().is_some_and(|r| r.ids.contains(&Some(id)));
+        if for_reload {
+            if let Some(r) = self.loads.reload.as_mut() {
+                r.done.insert(id, plugin);
+            }
+        } else if let Some(slot) = self.plugins.iter_mut().find(|p| p.load_id == Some(id)) {
+            plugin.cost.events_skipped += slot.cost.events_skipped;
+            *slot = plugin;
+            if let Some(reason) = &self.stopped {
+                slot.off = Some(Off {
+                    until_unix: FOREVER_UNIX,
+                    reason: reason.clone(),
+                    source: Source::Endpoint,
+                });
+            }
+            // Routes name plugins by index and subscription: recompute.
+            self.routes.clear();
+            self.sync_switches();
+        }
+        if self
+            .loads
+            .reload
+            .as_ref()
+            .is_some_and(|r| r.done.len() == r.ids.iter().flatten().count())
+            && let Some(r) = self.loads.reload.take()
+        {
+            let changes = self.finish_reload(r.specs, r.done);
+            let _ = r.reply.send(changes);
+            if let Some((specs, reply)) = self.loads.queued.pop_front() {
+                self.begin_reload(specs, reply);
+            }
+        }
+        if self.loads.pending == 0 {
+            give_back_freed_memory();
+            for waiter in self.loads.waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Starts loading, beside the running plugins, every plugin of `specs`
+    /// that is new or changed; the swap happens when all have loaded
+    /// (`finish_reload`), and `reply` then gets the changes. Events keep
+    /// flowing to the running plugins meanwhile.
+    fn begin_reload(&mut self, specs: Vec<PluginSpec>, reply: SyncSender<Vec<String>>) {
+        let ids = specs
+            .iter()
+            .map(|spec| {
+                let same = self
+                    .plugins
+                    .iter()
+                    .any(|p| p.spec.name == spec.name && p.spec.same_plugin(spec));
+                (!same).then(|| self.loads.start(spec.clone()))
+            })
+            .collect();
+        self.loads.reload = Some(PendingReload { specs, ids, done: FxHashMap::default(), reply });
+        if self.loads.reload.as_ref().is_some_and(|r| r.ids.iter().all(Option::is_none))
+            && let Some(r) = self.loads.reload.take()
+        {
+            let changes = self.finish_reload(r.specs, r.done);
+            let _ = r.reply.send(changes);
+        }
+    }
+
     /// Swaps in a new set of plugins: unchanged ones keep running (and
-    /// their numbers), changed or new ones are loaded beside them, and a
-    /// changed plugin whose new version cannot load keeps its old version.
-    fn reload(&mut self, specs: Vec<PluginSpec>) -> Vec<String> {
+    /// their numbers), changed or new ones were loaded beside them (`fresh`,
+    /// by load id), and a changed plugin whose new version cannot load keeps
+    /// its old version.
+    fn finish_reload(
+        &mut self,
+        specs: Vec<PluginSpec>,
+        mut fresh: FxHashMap<u64, Plugin>,
+    ) -> Vec<String> {
         self.drain_now();
         let mut old: Vec<Option<Plugin>> =
             std::mem::take(&mut self.plugins).into_iter().map(Some).collect();
         let mut changes = Vec::new();
+        let mut loaded = fresh.drain().collect::<Vec<_>>();
         for spec in specs {
             let name = spec.name.clone();
             let previous = old
                 .iter_mut()
                 .find(|p| p.as_ref().is_some_and(|p| p.spec.name == name))
                 .and_then(Option::take);
-            match previous {
-                Some(mut p) if p.spec.same_plugin(&spec) => {
+            let new = loaded
+                .iter()
+                .position(|(_, p)| p.spec.name == name)
+                .map(|i| loaded.swap_remove(i).1);
+            match (previous, new) {
+                (Some(mut p), None) => {
                     p.spec = spec; // new line numbers, same plugin
                     self.plugins.push(p);
                 }
-                previous => {
-                    let fresh = Plugin::load(spec, &self.loader);
+                (None, None) => {
+                    // Cannot happen: a spec without a load had a running
+                    // plugin of its name. Load it now rather than lose it.
+                    let id = self.loads.start(spec.clone());
+                    self.plugins.push(Plugin::loading(spec, id));
+                }
+                (previous, Some(fresh)) => {
                     let keep_old = previous.as_ref().is_some_and(Plugin::is_switchable)
                         && matches!(fresh.state, PluginState::Refused | PluginState::Failed);
                     match previous {
@@ -275,7 +484,6 @@ impl Dispatcher {
         }
         self.routes.clear();
         self.sync_switches();
-        give_back_freed_memory();
         changes
     }
 
@@ -291,7 +499,9 @@ impl Dispatcher {
                 | Directive::EnableMetrics { plugin, .. } => plugin.clone(),
                 Directive::Stop { .. } => continue,
             };
-            if !self.plugins.iter().any(|p| p.spec.name == plugin && p.is_switchable()) {
+            // A plugin still loading takes switches too: they apply once it runs.
+            let switchable = |p: &Plugin| p.is_switchable() || p.state == PluginState::Loading;
+            if !self.plugins.iter().any(|p| p.spec.name == plugin && switchable(p)) {
                 continue;
             }
             let from_endpoint = |o: &Off| o.source == Source::Endpoint;
@@ -520,6 +730,12 @@ impl Routes {
 fn routes_for(kind: &EventKind, plugins: &[Plugin]) -> Vec<Route> {
     let mut routes = Vec::new();
     for (pi, p) in plugins.iter().enumerate() {
+        // A plugin still loading has no subscriptions yet: a route to it
+        // only counts the events it misses (`dispatch` never delivers to a
+        // plugin that is not running).
+        if p.state == PluginState::Loading && p.spec.events.iter().any(|e| e == kind.name()) {
+            routes.push(Route { plugin: pi, sub: usize::MAX, fields: Vec::new() });
+        }
         for (si, s) in p.subs.iter().enumerate() {
             if s.kind == kind.name() {
                 let fields = s

@@ -31,6 +31,7 @@
 
 mod bindings;
 mod cache;
+mod compile;
 mod dispatch;
 mod engine;
 mod error;

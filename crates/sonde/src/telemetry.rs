@@ -44,6 +44,7 @@ pub struct TelemetryBuilder {
     manifest: Manifest,
     mode: Option<Mode>,
     ephemeral: bool,
+    shared_cache: bool,
     fuel: bool,
     dispatch: bool,
 }
@@ -81,9 +82,21 @@ impl TelemetryBuilder {
         self
     }
 
+    /// With [`ephemeral`](Self::ephemeral): still use (and fill) the state
+    /// directory's compile cache, when it can be opened, so that inspecting
+    /// a manifest (`sonde check`, `list`, `preview`) does not compile again
+    /// what the server already compiled. Nothing else is written.
+    pub fn shared_compile_cache(mut self, shared: bool) -> Self {
+        self.shared_cache = shared;
+        self
+    }
+
     /// Starts the runtime. In `off` mode nothing is started and nothing is
-    /// written: `record()` returns at once. Otherwise the plugins load on the
-    /// dispatcher thread, so this returns before they are compiled. It does
+    /// written: `record()` returns at once. Otherwise the plugins load on
+    /// loader threads (each compile in a child process under its budget), so
+    /// this returns before they are compiled; for up to 10 s, while the ring
+    /// is less than half full, recorded events wait in the ring for plugins
+    /// still loading. It does
     /// write every ring slot once (a few ms for the default 65,536 events),
     /// so that the request path never takes the ring's first page faults.
     pub fn start(self) -> Result<Telemetry, Error> {
@@ -104,7 +117,11 @@ impl TelemetryBuilder {
         let engine = engine::new_engine(self.fuel)?;
         let mut installation_id = None;
         let (instance_id, cache) = if self.ephemeral {
-            (Uuid::new_v4(), None)
+            let shared = || {
+                let state = StateDir::open(&settings.state_dir).ok()?;
+                Some(CompileCache::new(state.cache_dir().ok()?, state.secret().ok()?, &engine))
+            };
+            (Uuid::new_v4(), if self.shared_cache { shared() } else { None })
         } else {
             let state = StateDir::open(&settings.state_dir)?;
             let cache = CompileCache::new(state.cache_dir()?, state.secret()?, &engine);
@@ -114,7 +131,7 @@ impl TelemetryBuilder {
             (state.instance_id()?, Some(cache))
         };
         let (ticker, ticks) = engine::start_ticker(&engine)?;
-        let loader = Loader::new(engine.clone(), cache, Some(ticks))
+        let loader = Loader::new(engine.clone(), self.fuel, cache, Some(ticks))
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let ring = Arc::new(Ring::new(settings.buffer_capacity));
         let processed = Arc::new(AtomicU64::new(0));
@@ -221,7 +238,14 @@ impl std::fmt::Debug for Ring {
 impl Telemetry {
     /// A builder for the runtime `manifest` describes.
     pub fn builder(manifest: Manifest) -> TelemetryBuilder {
-        TelemetryBuilder { manifest, mode: None, ephemeral: false, fuel: false, dispatch: true }
+        TelemetryBuilder {
+            manifest,
+            mode: None,
+            ephemeral: false,
+            shared_cache: false,
+            fuel: false,
+            dispatch: true,
+        }
     }
 
     /// A handle that records nothing.
@@ -365,7 +389,25 @@ impl Telemetry {
         self.ask(Command::CpuTime)
     }
 
-    /// Every plugin in the manifest with its state, once loading is done.
+    /// Waits until no plugin is loading (compiling and checking its code,
+    /// see [`PluginState::Loading`](sonde_core::PluginState::Loading)), at
+    /// most `timeout`; true when none is. A server need not wait: plugins
+    /// that load late miss (and count) the events recorded before. Tools
+    /// that want every plugin's verdict (`sonde check`, `list`, `preview`)
+    /// wait, as long as the longest compile budget in the manifest.
+    pub fn wait_until_loaded(&self, timeout: Duration) -> Result<bool, Error> {
+        let commands = self.inner.commands.as_ref().ok_or(Error::Off)?;
+        let (tx, rx) = sync_channel(1);
+        commands.send(Command::WhenLoaded(tx)).map_err(|_| Error::Stopped)?;
+        match rx.recv_timeout(timeout) {
+            Ok(()) => Ok(true),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(false),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Stopped),
+        }
+    }
+
+    /// Every plugin in the manifest with its state (plugins still being
+    /// compiled are `loading`; see [`Telemetry::wait_until_loaded`]).
     pub fn plugins(&self) -> Result<Vec<PluginOverview>, Error> {
         self.ask(Command::Plugins)
     }

@@ -26,7 +26,7 @@ impl PluginStart {
         let engine = engine::new_engine(false)?;
         let cache = cache_dir.map(|dir| CompileCache::new(dir, [7; 32], &engine));
         let loader =
-            Loader::new(engine, cache, None).map_err(|e| Error::Engine(format!("{e:#}")))?;
+            Loader::new(engine, false, cache, None).map_err(|e| Error::Engine(format!("{e:#}")))?;
         Ok(PluginStart { loader, spec, pre: None })
     }
 

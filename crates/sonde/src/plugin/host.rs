@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime::ResourceLimiter;
 
 use crate::bindings::sonde::collector::{host, types};
 
@@ -15,13 +15,48 @@ pub(crate) const LOG_WINDOW: Duration = Duration::from_secs(60);
 /// Longest log line kept; longer ones are cut.
 pub(crate) const MAX_LOG_LINE: usize = 512;
 
-/// The plugin's resource limiter: wasmtime's [`StoreLimits`], plus the peak
-/// memory reached and the last growth it refused (for cost and failure
-/// reports).
+/// Memories, tables and instances one plugin instance may have. The caps on
+/// bytes and elements below are totals over all of them, so these counts
+/// only bound the per-item overhead (a reservation and guard pages per
+/// memory). The shape check (`plugin/shape.rs`) refuses more at load.
+pub(crate) const MAX_STORE_MEMORIES: usize = super::shape::MAX_MEMORIES;
+/// See [`MAX_STORE_MEMORIES`].
+pub(crate) const MAX_STORE_TABLES: usize = super::shape::MAX_TABLES;
+/// See [`MAX_STORE_MEMORIES`].
+pub(crate) const MAX_STORE_INSTANCES: usize = super::shape::MAX_INSTANCES;
+
+/// The plugin's resource limiter: one memory cap for all of the plugin's
+/// linear memories together (`limits.memory_mb`), one element cap for all
+/// its tables together ([`MAX_PLUGIN_TABLE_ELEMENTS`](super::MAX_PLUGIN_TABLE_ELEMENTS)),
+/// counts of memories, tables and instances; plus the peak memory reached
+/// (the total over all memories) and the last growth it refused (for cost
+/// and failure reports). A growth past a cap traps the call.
 pub(crate) struct Limiter {
-    limits: StoreLimits,
+    memory_cap: usize,
+    table_cap: usize,
+    /// Bytes of all linear memories of this Store together.
+    memory: usize,
+    /// Elements of all tables of this Store together.
+    elements: usize,
     pub(crate) peak_memory: usize,
     pub(crate) refused: Option<String>,
+}
+
+impl Limiter {
+    pub(crate) fn new(memory_cap: usize, table_cap: usize) -> Limiter {
+        Limiter { memory_cap, table_cap, memory: 0, elements: 0, peak_memory: 0, refused: None }
+    }
+
+    /// Books a growth of one item from `current` to `desired` against the
+    /// running `total` and its `cap`.
+    fn grow(total: &mut usize, cap: usize, current: usize, desired: usize) -> bool {
+        let after = total.saturating_sub(current.min(*total)).saturating_add(desired);
+        if after > cap {
+            return false;
+        }
+        *total = after;
+        true
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -31,12 +66,19 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let result = self.limits.memory_growing(current, desired, maximum);
-        match &result {
-            Ok(true) => self.peak_memory = self.peak_memory.max(desired),
-            _ => self.refused = Some(format!("memory limit: wanted {desired} bytes, at {current}")),
+        let fits = maximum.is_none_or(|m| desired <= m);
+        if fits && Limiter::grow(&mut self.memory, self.memory_cap, current, desired) {
+            self.peak_memory = self.peak_memory.max(self.memory);
+            return Ok(true);
         }
-        result
+        let note = format!(
+            "memory limit: wanted {} more bytes with {} in use by all its memories, cap {}",
+            desired.saturating_sub(current),
+            self.memory,
+            self.memory_cap
+        );
+        self.refused = Some(note.clone());
+        wasmtime::bail!("{note}")
     }
 
     fn table_growing(
@@ -45,23 +87,30 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let result = self.limits.table_growing(current, desired, maximum);
-        if !matches!(result, Ok(true)) {
-            self.refused = Some(format!("table limit: wanted {desired} elements, at {current}"));
+        let fits = maximum.is_none_or(|m| desired <= m);
+        if fits && Limiter::grow(&mut self.elements, self.table_cap, current, desired) {
+            return Ok(true);
         }
-        result
+        let note = format!(
+            "table limit: wanted {} more elements with {} in all its tables, cap {}",
+            desired.saturating_sub(current),
+            self.elements,
+            self.table_cap
+        );
+        self.refused = Some(note.clone());
+        wasmtime::bail!("{note}")
     }
 
     fn instances(&self) -> usize {
-        self.limits.instances()
+        MAX_STORE_INSTANCES
     }
 
     fn tables(&self) -> usize {
-        self.limits.tables()
+        MAX_STORE_TABLES
     }
 
     fn memories(&self) -> usize {
-        self.limits.memories()
+        MAX_STORE_MEMORIES
     }
 }
 
@@ -79,13 +128,13 @@ pub(crate) struct HostState {
 
 impl HostState {
     pub(crate) fn new(
-        limits: StoreLimits,
+        limiter: Limiter,
         plugin: Arc<str>,
         config: Arc<BTreeMap<String, String>>,
         lines_per_window: u32,
     ) -> HostState {
         HostState {
-            limiter: Limiter { limits, peak_memory: 0, refused: None },
+            limiter,
             plugin,
             config,
             window_start: Instant::now(),
@@ -122,5 +171,31 @@ impl host::Host for HostState {
 
     fn config(&mut self, key: String) -> Option<String> {
         self.config.get(&key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_covers_every_memory_together_and_the_peak_is_the_total() {
+        let mib = 1 << 20;
+        let mut l = Limiter::new(10 * mib, 100);
+        // Three memories created at 3 MiB each: 9 MiB in all.
+        for _ in 0..3 {
+            assert!(l.memory_growing(0, 3 * mib, None).is_ok_and(|ok| ok));
+        }
+        assert_eq!(l.peak_memory, 9 * mib);
+        // A fourth of 3 MiB, or one of them growing by 2 MiB, is past 10.
+        assert!(l.memory_growing(0, 3 * mib, None).is_err());
+        assert!(l.memory_growing(3 * mib, 5 * mib, None).is_err());
+        assert!(l.refused.as_deref().is_some_and(|n| n.contains("in use by all its memories")));
+        // Growing one by 1 MiB fits.
+        assert!(l.memory_growing(3 * mib, 4 * mib, None).is_ok_and(|ok| ok));
+        assert_eq!(l.peak_memory, 10 * mib);
+        // Tables: one element cap for all of them.
+        assert!(l.table_growing(0, 60, None).is_ok_and(|ok| ok));
+        assert!(l.table_growing(0, 60, None).is_err());
     }
 }

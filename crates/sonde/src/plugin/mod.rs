@@ -1,9 +1,13 @@
 //! One plugin from the manifest: loading, calling, failing, reporting.
 //!
-//! Loading checks, in order: the operator allowed it; the file is there and
-//! not too large; its SHA-256 is the pinned one; it is a component; it imports
+//! Loading checks, in order: the operator allowed it; the file is a regular
+//! file within `limits.file_mb`, read once; the SHA-256 of the bytes read is
+//! the pinned one; it is a component; unless the compile cache has it, the
+//! shape of its code is within the limits of `shape.rs` and it compiles in a
+//! child process within its compile budget (`compile.rs`); it imports
 //! nothing but `sonde:collector`; it exports the collector interface of our
 //! WIT version; its `info` is valid. Any failure refuses this plugin only.
+//! Loading runs on a loader thread, never on the dispatcher's.
 //!
 //! Each plugin has its own [`Store`]. A trap poisons a Store, so after a
 //! failed call the Store is dropped and a new instance made from the
@@ -15,6 +19,7 @@ mod health;
 mod host;
 mod info;
 mod series;
+pub(crate) mod shape;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use sonde_core::{DisabledMetric, PluginCost, PluginReport, PluginSpec, PluginState};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, Trap};
 
 pub(crate) use self::batch::{BATCH_SIZE, BatchBuilder};
 use self::health::{AfterFailure, FailureKind, Health};
@@ -37,21 +42,27 @@ use crate::engine::{EPOCH_TICK, FUEL_PER_CALL, Ticker};
 use crate::overview::{DeclaredMetric, PluginOverview};
 use crate::switches::Off;
 
-/// Largest plugin file read. Our collectors are ~20-60 KB; a plugin file of
-/// many megabytes is not a metric collector.
-pub const MAX_PLUGIN_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest plugin file a manifest may allow (`limits.file_mb` caps at 256
+/// MiB; the default is 32 MiB). Our Rust collectors are ~20-60 KB, a
+/// JavaScript or Python one 12-18 MB.
+pub const MAX_PLUGIN_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Most linear memory a manifest may grant a plugin (`limits.memory_mb`
-/// caps at 1 GiB); the default is 64 MiB.
+/// Most linear memory a manifest may grant a plugin, all its memories
+/// together (`limits.memory_mb` caps at 1 GiB); the default is 64 MiB.
 pub const MAX_PLUGIN_MEMORY: usize = 1024 * 1024 * 1024;
 
-/// Table elements one plugin instance may have: Rust components need a few
-/// hundred; this stops a table-growth bomb.
+/// Table elements one plugin instance may have, all its tables together:
+/// Rust components need a few hundred; this stops a table-growth bomb.
 pub const MAX_PLUGIN_TABLE_ELEMENTS: usize = 20_000;
 
-/// What loading needs, built once per runtime.
+/// What loading needs, built once per runtime and shared with the loader
+/// threads.
 pub(crate) struct Loader {
     pub(crate) engine: Engine,
+    /// Whether `engine` meters fuel: the compile child builds the same.
+    fuel: bool,
+    /// This runtime's compile lanes.
+    lanes: crate::compile::Lanes,
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
     /// The epoch ticker, told of every call (none in benchmarks: calls
@@ -60,8 +71,10 @@ pub(crate) struct Loader {
 }
 
 impl Loader {
+    /// `engine` must be `engine::new_engine(fuel)`.
     pub(crate) fn new(
         engine: Engine,
+        fuel: bool,
         cache: Option<CompileCache>,
         ticker: Option<Arc<Ticker>>,
     ) -> wasmtime::Result<Loader> {
@@ -70,7 +83,7 @@ impl Loader {
             &mut linker,
             |s| s,
         )?;
-        Ok(Loader { engine, linker, cache, ticker })
+        Ok(Loader { engine, fuel, lanes: crate::compile::Lanes::default(), linker, cache, ticker })
     }
 }
 
@@ -112,6 +125,8 @@ pub(crate) struct Plugin {
     pub(crate) off: Option<Off>,
     /// Metrics left out of reports for a while.
     pub(crate) muted: BTreeMap<String, Off>,
+    /// The load under way for this placeholder (state `loading`).
+    pub(crate) load_id: Option<u64>,
 }
 
 impl Plugin {
@@ -136,11 +151,27 @@ impl Plugin {
             last_failure: None,
             off: None,
             muted: BTreeMap::new(),
+            load_id: None,
         }
     }
 
+    /// A placeholder for a plugin whose load `id` is under way on a loader
+    /// thread.
+    pub(crate) fn loading(spec: PluginSpec, id: u64) -> Plugin {
+        let mut p =
+            Plugin::new(spec, PluginState::Loading, Some("being compiled and checked".into()));
+        p.load_id = Some(id);
+        p
+    }
+
+    /// A plugin refused for `reason`.
+    pub(crate) fn refused(spec: PluginSpec, reason: String) -> Plugin {
+        Plugin::new(spec, PluginState::Refused, Some(reason))
+    }
+
     /// Loads `spec`; never fails: a plugin that cannot run is `denied` or
-    /// `refused` with the reason.
+    /// `refused` with the reason. May take as long as the compile budget:
+    /// never called on the dispatcher thread.
     pub(crate) fn load(spec: PluginSpec, loader: &Loader) -> Plugin {
         if !spec.allow {
             let reason = format!("denied by the operator ({})", spec.at);
@@ -186,19 +217,34 @@ impl Plugin {
             return Err("is not a WebAssembly component (no `\\0asm` header)".into());
         }
         let engine = &loader.engine;
+        let limits = &spec.limits;
+        let budget = crate::compile::Budget {
+            time: std::time::Duration::from_secs(limits.compile_timeout_secs),
+            memory_bytes: limits.compile_memory_bytes,
+        };
+        // Only code that is not in the cache is checked and compiled: what
+        // the cache holds passed both when this host compiled it.
+        let compile = |wasm: &[u8]| {
+            shape::check(wasm)?;
+            crate::compile::precompile(wasm, loader.fuel, budget, &loader.lanes)
+                .map_err(|e| e.to_string())
+        };
         let (component, origin) = match &loader.cache {
-            Some(cache) => cache.load(engine, &wasm, &sha),
-            None => Component::new(engine, &wasm).map(|c| (c, Origin::Compiled)),
-        }
-        .map_err(|e| format!("is not a valid component: {e:#}"))?;
+            Some(cache) => cache.load(engine, &wasm, &sha, compile)?,
+            None => {
+                let artifact = compile(&wasm)?;
+                let component = crate::cache::deserialize(engine, &artifact)
+                    .map_err(|e| format!("its compiled code does not load: {e:#}"))?;
+                (component, Origin::Compiled)
+            }
+        };
         check_world(&component, engine)?;
         let pre = loader
             .linker
             .instantiate_pre(&component)
             .and_then(MetricCollectorPre::new)
             .map_err(|e| format!("does not match the sonde:collector world: {e:#}"))?;
-        let (live, info) = instantiate(&pre, spec, loader.ticker.clone())
-            .map_err(|e| format!("`info` failed: {e}"))?;
+        let (live, info) = instantiate(&pre, spec, loader.ticker.clone())?;
         info::validate(&info).map_err(|e| format!("invalid info: {e}"))?;
         Ok((pre, live, info, origin))
     }
@@ -214,9 +260,10 @@ impl Plugin {
         self.state == PluginState::Running
     }
 
-    /// Whether events for it are being skipped while it waits for a restart.
+    /// Whether events for it are being skipped (and counted) while it waits
+    /// for a restart or for its load to finish.
     pub(crate) fn is_restarting(&self) -> bool {
-        self.restart_at.is_some() && self.off.is_none()
+        (self.restart_at.is_some() || self.state == PluginState::Loading) && self.off.is_none()
     }
 
     /// Restarts a failed instance when its backoff is over; returns the
@@ -440,18 +487,24 @@ fn run<R>(
     (result, u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
+/// The plugin file's bytes: a regular file within `limits.file_mb`, opened
+/// and read once (see `sonde_core::limits::read_file_capped`); these bytes
+/// are hashed and compiled.
 fn read_plugin_file(spec: &PluginSpec) -> Result<Vec<u8>, String> {
-    let cannot =
-        |e: std::io::Error| format!("{}: cannot read {}: {e}", spec.path_at, spec.path.display());
-    let size = std::fs::metadata(&spec.path).map_err(cannot)?.len();
-    if size > MAX_PLUGIN_BYTES {
-        return Err(format!(
-            "{}: {} is {size} bytes, over the limit of {MAX_PLUGIN_BYTES}",
+    let max = spec.limits.file_bytes.min(MAX_PLUGIN_BYTES);
+    sonde_core::limits::read_file_capped(&spec.path, max).map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => format!(
+            "{}: {} is over the limit of {max} bytes (limits.file_mb)",
             spec.path_at,
             spec.path.display()
-        ));
-    }
-    std::fs::read(&spec.path).map_err(cannot)
+        ),
+        std::io::ErrorKind::InvalidInput => format!(
+            "{}: {} is not a regular file (a device, FIFO or directory is never read)",
+            spec.path_at,
+            spec.path.display()
+        ),
+        _ => format!("{}: cannot read {}: {e}", spec.path_at, spec.path.display()),
+    })
 }
 
 /// Refuses a component that imports anything but our world, or lacks our
@@ -490,12 +543,8 @@ fn instantiate(
     ticker: Option<Arc<Ticker>>,
 ) -> Result<(Live, PluginInfo), String> {
     let limits = &spec.limits;
-    let store_limits = StoreLimitsBuilder::new()
-        // At most 1 GiB by the manifest's range: fits a usize.
-        .memory_size(limits.memory_bytes as usize)
-        .table_elements(MAX_PLUGIN_TABLE_ELEMENTS)
-        .trap_on_grow_failure(true)
-        .build();
+    // At most 1 GiB by the manifest's range: fits a usize.
+    let store_limits = host::Limiter::new(limits.memory_bytes as usize, MAX_PLUGIN_TABLE_ELEMENTS);
     let config = Arc::new(spec.config.clone());
     let state = HostState::new(
         store_limits,
@@ -512,13 +561,20 @@ fn instantiate(
     let _call = ticker.as_ref().map(Ticker::call);
     store.set_epoch_deadline(deadline_ticks);
     let timeout = limits.call_timeout_ms;
-    let bindings = pre.instantiate(&mut store).map_err(|e| describe(&e, timeout))?;
+    let bindings = pre.instantiate(&mut store).map_err(|e| {
+        // A memory or table past the plugin's cap (all of them together)
+        // fails the instantiation itself.
+        match store.data().limiter.refused.clone() {
+            Some(note) => format!("could not be instantiated: ran out of memory ({note})"),
+            None => format!("could not be instantiated: {}", describe(&e, timeout)),
+        }
+    })?;
     let mut live = Live { store, bindings, deadline_ticks, ticker };
     let info = live
         .bindings
         .sonde_collector_collector()
         .call_info(&mut live.store)
-        .map_err(|e| describe(&e, timeout))?;
+        .map_err(|e| format!("`info` failed: {}", describe(&e, timeout)))?;
     Ok((live, info))
 }
 
