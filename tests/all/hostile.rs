@@ -324,3 +324,168 @@ fn a_plugin_path_must_be_a_regular_file_read_once() {
     }
     assert!(reason(&r, "big").contains("over the limit of 1048576 bytes"), "{}", reason(&r, "big"));
 }
+
+/// A series' value in a report: `metric{label=value}` of plugin `p`.
+fn series<'a>(p: &'a PluginReport, metric: &str, label: Option<&str>) -> &'a sonde::MetricValue {
+    let found = p
+        .metrics
+        .iter()
+        .find(|m| m.name == metric && label.is_none_or(|l| m.labels.values().any(|v| v == l)));
+    &found
+        .unwrap_or_else(|| panic!("{}: no {metric}{{{label:?}}} in {:?}", p.name, p.metrics))
+        .value
+}
+
+#[test]
+fn deltas_that_add_up_to_infinity_never_make_a_report_undeliverable() {
+    use sonde::MetricValue;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = sonde_tests::Collector::start(
+        dir.path(),
+        "[rate_limit]\nreports_per_minute = 60000\nburst = 10000\n",
+    );
+    let entries =
+        [Entry::new("http-status", plugin("http_status.wasm")), hostile("max-delta", "max-delta")];
+    let t =
+        crate::delivery::on(dir.path(), &collector.url, "max_requests_per_hour = 3600", &entries);
+    for round in 1..=4u64 {
+        record(&t, 10);
+        let r = t.report().unwrap();
+        neighbour_is_exact(&r, 10 * round);
+        r.validate().unwrap();
+        let back = Report::from_json(&r.to_json()).expect("a report the host wrote is readable");
+        assert_eq!(back, r, "and reads back as it was");
+        let max = find(&r, "max-delta");
+        assert_eq!(max.state, PluginState::Running);
+        assert_eq!(
+            *series(max, "hostile.events", Some("max")),
+            MetricValue::Scalar { value: f64::MAX }
+        );
+        assert_eq!(
+            *series(max, "hostile.events", Some("max-delta")),
+            MetricValue::Scalar { value: (10 * round) as f64 },
+            "its own valid point is exact"
+        );
+        let MetricValue::Histogram { count, sum, .. } = series(max, "hostile.hist", None) else {
+            panic!("histogram")
+        };
+        assert_eq!((*count, *sum), (1, f64::MAX));
+        // Every collect after the first (reports are also built on the
+        // upload interval) drops two points.
+        if round > 1 {
+            assert!(max.cost.non_finite_totals >= 2 * (round - 1), "{:?}", max.cost);
+        }
+        assert_eq!(max.cost.invalid_points, 0, "each delta alone is valid");
+    }
+    t.shutdown(Duration::from_secs(5));
+    let stored = collector.reports(t.instance_id());
+    assert!(stored.len() >= 2, "{} reports delivered", stored.len());
+    let newest = &stored[0];
+    neighbour_is_exact(newest, 40);
+    assert_eq!(newest.delivery.rejected, 0);
+    assert_eq!(newest.delivery.spool_dropped, 0);
+    for r in &stored {
+        r.validate().unwrap();
+        assert_eq!(
+            *series(find(r, "max-delta"), "hostile.events", Some("max")),
+            MetricValue::Scalar { value: f64::MAX }
+        );
+    }
+    let status = sonde::status(&Manifest::load(&dir.path().join("sonde.toml")).unwrap());
+    assert_eq!(status.upload.spooled, 0, "everything was delivered: {status:?}");
+    assert!(
+        !dir.path().join("state/spool/bad").exists(),
+        "no spooled report was set aside as corrupt"
+    );
+}
+
+#[test]
+fn guest_log_lines_and_refusals_reach_the_log_as_one_escaped_line() {
+    sonde_tests::capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        hostile("ansi-log-capture", "ansi-log"),
+        hostile("ansi-text-capture", "ansi-text"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 5);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 5);
+    let logged = sonde_tests::log_lines("ansi-log-capture");
+    let line = logged
+        .iter()
+        .find(|l| l.contains("ansi-log line"))
+        .unwrap_or_else(|| panic!("the guest's line was logged: {logged:?}"));
+    assert!(
+        line.contains(
+            r"ansi-log line\r\n2026-01-01T00:00:00Z  INFO sonde: forged line\u{1b}[2K\u{202e}"
+        ),
+        "one line, escaped: {line:?}"
+    );
+    let all = sonde_tests::log_lines("");
+    assert!(
+        !all.iter().any(|l| l.starts_with("2026-01-01T00:00:00Z  INFO sonde: forged line")),
+        "no forged line"
+    );
+    let refused = sonde_tests::warnings("ansi-text-capture");
+    let refused = refused
+        .iter()
+        .find(|l| l.contains("plugin refused"))
+        .unwrap_or_else(|| panic!("the refusal was logged: {refused:?}"));
+    assert!(refused.contains(r"metric name `\r\u{1b}[2Kok      ansi-text\u{1b}[8m`"), "{refused}");
+    for l in logged.iter().chain([refused]) {
+        assert!(!l.chars().any(sonde_core::text::needs_escape), "a raw control: {l:?}");
+    }
+    // The report keeps the plugin's text as it was (JSON escapes it
+    // exactly); only host-made reasons quote it escaped.
+    let ansi = find(&r, "ansi-log-capture");
+    assert_eq!(ansi.version, "6.6.6\r\u{1b}[2K\u{202e}1.0");
+    assert!(ansi.metrics.iter().any(|m| m.labels.values().any(|v| v == "k\r\u{1b}[2K\n\u{9b}31m")));
+    let text = find(&r, "ansi-text-capture");
+    assert_eq!(text.state, PluginState::Refused);
+    assert!(
+        !text.reason.as_deref().unwrap_or_default().chars().any(sonde_core::text::needs_escape)
+    );
+}
+
+#[test]
+fn failure_reasons_are_the_hosts_classification_not_the_plugins_words() {
+    // The attack is real: the fixture's name section keeps the function
+    // named like a host reason.
+    let wasm = std::fs::read(fixture("hostile.wasm")).unwrap();
+    let name = b"ran_out_of_memory_memory_limit";
+    assert!(wasm.windows(name.len()).any(|w| w == name), "the name survived the build");
+
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        hostile("lying-name", "lying-name"),
+        hostile("recurse-shadow", "recurse-shadow"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 300);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 300);
+
+    let lying = find(&r, "lying-name");
+    let f = &lying.cost.failure_kinds;
+    assert!(f.other >= 1 && f.memory == 0, "{:?}", lying.cost);
+    let last = lying.last_failure.as_deref().unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "failed outside wasm code (an invalid value at the plugin boundary, or a host error): "
+        ),
+        "{last}"
+    );
+    assert!(last.contains("utf-8"), "the host's detail: {last}");
+    for word in ["ran_out_of_memory", "ran out of memory", "backtrace", "\n"] {
+        assert!(!last.contains(word), "{word:?} in {last}");
+    }
+
+    let shadow = find(&r, "recurse-shadow");
+    let f = &shadow.cost.failure_kinds;
+    assert!(f.stack >= 1 && f.other == 0, "a shadow-stack overflow is `stack`: {:?}", shadow.cost);
+    let last = shadow.last_failure.as_deref().unwrap_or_default();
+    assert!(last.starts_with("overflowed its stack"), "{last}");
+}

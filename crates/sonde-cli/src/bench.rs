@@ -116,7 +116,9 @@ pub(crate) fn bench(
             let l = &result.batch_latency_us;
             println!(
                 "{} over {} events in {} batches of up to {BATCH}",
-                result.plugin, result.events, result.batches
+                crate::output::e(&result.plugin),
+                result.events,
+                result.batches
             );
             println!("  in the plugin:  {:.1} ns per event", result.ns_per_event_in_plugin);
             println!("  fuel:           {:.1} per event (deterministic)", result.fuel_per_event);

@@ -126,7 +126,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error may quote a file's or a plugin's text: escaped.
+            eprintln!("error: {}", output::e(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
@@ -202,15 +203,17 @@ fn check(c: &Common) -> Result<ExitCode> {
                     PluginState::Denied => "denied ",
                     _ => "REFUSED",
                 };
+                // One line per plugin whatever its reason holds: a refused
+                // plugin stays `REFUSED` on its own line.
                 println!(
                     "{mark} {}{}",
-                    p.name,
-                    p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                    output::e(&p.name),
+                    p.reason.as_deref().map(|r| format!(": {}", output::e(r))).unwrap_or_default()
                 );
             }
             println!(
                 "{}: {} plugin(s), {} running, {} problem(s)",
-                c.manifest.display(),
+                output::e(&c.manifest.display().to_string()),
                 plugins.len(),
                 plugins.iter().filter(|p| p.state == PluginState::Running).count(),
                 bad

@@ -1,7 +1,27 @@
 //! Human-readable output.
+//!
+//! Every string a plugin, an endpoint or a state file chose (names,
+//! versions, descriptions, units, label keys and values, reasons, answers)
+//! goes through [`e`] before it reaches the terminal: a CR, LF, ESC or bidi
+//! override in it is shown as a visible escape and cannot rewrite or forge a
+//! line. JSON output ([`print_json`]) carries the exact strings instead.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 use sonde::{MetricValue, PluginOverview, PluginState, Report, SendOutcome, Status};
+
+/// `s` escaped for the terminal ([`sonde_core::text::escape_control`]).
+pub(crate) fn e(s: &str) -> Cow<'_, str> {
+    sonde_core::text::escape_control(s)
+}
+
+/// `name="value"` pairs of a series, escaped.
+fn label_pairs<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let pairs: Vec<String> =
+        labels.into_iter().map(|(k, v)| format!("{}=\"{}\"", e(k), e(v))).collect();
+    pairs.join(",")
+}
 
 pub(crate) fn print_json<T: Serialize>(value: &T) {
     // Our own types serialize infallibly.
@@ -13,18 +33,19 @@ pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
         println!("no plugins in the manifest");
     }
     for p in plugins {
-        let version = if p.version.is_empty() { String::new() } else { format!(" {}", p.version) };
-        println!("{}{} [{}]", p.name, version, p.state.as_str());
+        let version =
+            if p.version.is_empty() { String::new() } else { format!(" {}", e(&p.version)) };
+        println!("{}{} [{}]", e(&p.name), version, p.state.as_str());
         if let Some(reason) = &p.reason {
-            println!("  reason: {reason}");
+            println!("  reason: {}", e(reason));
         }
         if !p.description.is_empty() {
-            println!("  {}", p.description);
+            println!("  {}", e(&p.description));
         }
-        println!("  file: {}", p.path.display());
+        println!("  file: {}", e(&p.path.display().to_string()));
         if p.state == PluginState::Running {
-            println!("  events granted: {}", p.granted_events.join(", "));
-            println!("  events received: {}", p.subscribed_events.join(", "));
+            println!("  events granted: {}", e(&p.granted_events.join(", ")));
+            println!("  events received: {}", e(&p.subscribed_events.join(", ")));
         }
         let l = &p.limits;
         println!(
@@ -52,9 +73,15 @@ pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
             let labels = if m.label_keys.is_empty() {
                 String::new()
             } else {
-                format!(" by {}", m.label_keys.join(", "))
+                format!(" by {}", e(&m.label_keys.join(", ")))
             };
-            println!("  - {} ({}, {}){labels}: {}", m.name, m.kind.as_str(), m.unit, m.description);
+            println!(
+                "  - {} ({}, {}){labels}: {}",
+                e(&m.name),
+                m.kind.as_str(),
+                e(&m.unit),
+                e(&m.description)
+            );
         }
     }
 }
@@ -63,7 +90,11 @@ pub(crate) fn print_report(r: &Report) {
     println!("report {} from instance {}", r.report_id, r.instance_id);
     println!(
         "  at {}, sonde {} on {}/{} ({} cpus)",
-        r.timestamp, r.host.sonde_version, r.host.os, r.host.arch, r.host.cpus
+        e(&r.timestamp),
+        e(&r.host.sonde_version),
+        e(&r.host.os),
+        e(&r.host.arch),
+        r.host.cpus
     );
     let b = &r.buffer;
     println!(
@@ -71,18 +102,22 @@ pub(crate) fn print_report(r: &Report) {
         b.capacity, b.recorded, b.processed, b.dropped, b.truncated, b.invalid_fields
     );
     for p in &r.plugins {
-        let version = if p.version.is_empty() { String::new() } else { format!(" {}", p.version) };
+        let version =
+            if p.version.is_empty() { String::new() } else { format!(" {}", e(&p.version)) };
         println!();
-        println!("{}{} [{}]", p.name, version, p.state.as_str());
+        println!("{}{} [{}]", e(&p.name), version, p.state.as_str());
         if let Some(reason) = &p.reason {
-            println!("  reason: {reason}");
+            println!("  reason: {}", e(reason));
+        }
+        if let Some(failure) = &p.last_failure {
+            println!("  last failure: {}", e(failure));
         }
         if p.state != PluginState::Running && p.metrics.is_empty() {
             continue;
         }
         let c = &p.cost;
         println!(
-            "  cost: {} events, {} calls, {} µs, peak memory {} KiB, {} failures, {} restarts, {} invalid points, {} overflow points",
+            "  cost: {} events, {} calls, {} µs, peak memory {} KiB, {} failures, {} restarts, {} invalid points, {} overflow points, {} non-finite totals",
             c.events,
             c.calls,
             c.busy_us,
@@ -90,7 +125,8 @@ pub(crate) fn print_report(r: &Report) {
             c.failures,
             c.restarts,
             c.invalid_points,
-            c.overflow_points
+            c.overflow_points,
+            c.non_finite_totals
         );
         if c.failures > 0 {
             let f = &c.failure_kinds;
@@ -100,8 +136,7 @@ pub(crate) fn print_report(r: &Report) {
             );
         }
         for m in &p.metrics {
-            let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-            let series = format!("{}{{{}}}", m.name, labels.join(","));
+            let series = format!("{}{{{}}}", e(&m.name), label_pairs(&m.labels));
             match &m.value {
                 MetricValue::Scalar { value } => println!("  {series} {value}"),
                 MetricValue::Histogram { count, sum, bounds, buckets } => {
@@ -127,17 +162,18 @@ fn print_sources(r: &Report) {
     for source in &r.sources {
         println!();
         println!(
-            "application metrics from `{}` ({} series folded into overflow)",
-            source.name, source.overflow_series
+            "application metrics from `{}` ({} series folded into overflow, {} values dropped, {} series left out)",
+            e(&source.name),
+            source.overflow_series,
+            source.dropped_values,
+            source.invalid_series
         );
         for m in &source.metrics {
-            let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            let series = format!("{}{{{}}}", e(&m.name), label_pairs(&m.labels));
             match &m.value {
-                MetricValue::Scalar { value } => {
-                    println!("  {}{{{}}} {value}", m.name, labels.join(","))
-                }
+                MetricValue::Scalar { value } => println!("  {series} {value}"),
                 MetricValue::Histogram { count, sum, .. } => {
-                    println!("  {}{{{}}} count={count} sum={sum}", m.name, labels.join(","))
+                    println!("  {series} count={count} sum={sum}")
                 }
             }
         }
@@ -145,18 +181,21 @@ fn print_sources(r: &Report) {
 }
 
 pub(crate) fn print_status(s: &Status, manifest: &sonde::Manifest) {
-    let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_string());
+    let or = |v: &Option<String>, none: &str| {
+        v.as_deref().map_or_else(|| none.to_string(), |v| e(v).into_owned())
+    };
     match &s.off_because {
-        Some(why) => println!("mode:        off ({why})"),
+        Some(why) => println!("mode:        off ({})", e(why)),
         None => println!("mode:        {}", s.mode),
     }
     println!("endpoint:    {} ({})", or(&s.endpoint, "(none)"), s.protocol.as_str());
-    println!("state dir:   {}", s.state_dir.display());
+    println!("state dir:   {}", e(&s.state_dir.display().to_string()));
     println!("instance:    {}", or(&s.instance_id, "(not created yet)"));
     if let Some(reason) = &s.stopped {
         println!(
-            "STOPPED:     {reason}\n             (remove {} to let telemetry run again)",
-            s.state_dir.join(sonde::STOPPED_FILE).display()
+            "STOPPED:     {}\n             (remove {} to let telemetry run again)",
+            e(reason),
+            e(&s.state_dir.join(sonde::STOPPED_FILE).display().to_string())
         );
     }
     let u = &s.upload;
@@ -172,31 +211,32 @@ pub(crate) fn print_status(s: &Status, manifest: &sonde::Manifest) {
     }
     for o in &s.switched_off {
         let what = match &o.metric {
-            Some(m) => format!("metric {m} of {}", o.plugin),
-            None => format!("plugin {}", o.plugin),
+            Some(m) => format!("metric {} of {}", e(m), e(&o.plugin)),
+            None => format!("plugin {}", e(&o.plugin)),
         };
         let by = match o.source {
             sonde::Source::Endpoint => "the endpoint",
             sonde::Source::Local => "the local cost breaker",
         };
-        println!("switched off: {what} until {} by {by}: {}", o.until, o.reason);
+        println!("switched off: {what} until {} by {by}: {}", e(&o.until), e(&o.reason));
     }
     for spec in &manifest.plugins {
         let summary = s.plugins.iter().find(|p| p.name == spec.name);
         let state =
             summary.map_or(if spec.allow { "not run yet" } else { "denied" }, |p| p.state.as_str());
-        println!("plugin {}: {state}", spec.name);
+        println!("plugin {}: {state}", e(&spec.name));
         if let Some(p) = summary {
             if let Some(reason) = &p.reason {
                 println!(
-                    "  reason: {reason}{}",
-                    p.until.as_ref().map(|u| format!(" (until {u})")).unwrap_or_default()
+                    "  reason: {}{}",
+                    e(reason),
+                    p.until.as_ref().map(|u| format!(" (until {})", e(u))).unwrap_or_default()
                 );
             }
             let c = &p.cost;
             println!(
                 "  cost as of {}: {} events, {} calls, {} µs, peak memory {} KiB, {} failures",
-                p.at,
+                e(&p.at),
                 c.events,
                 c.calls,
                 c.busy_us,
@@ -204,7 +244,7 @@ pub(crate) fn print_status(s: &Status, manifest: &sonde::Manifest) {
                 c.failures
             );
             if let Some(f) = &p.last_failure {
-                println!("  last failure: {f}");
+                println!("  last failure: {}", e(f));
             }
         }
         let l = &spec.limits;
@@ -222,14 +262,14 @@ pub(crate) fn print_status(s: &Status, manifest: &sonde::Manifest) {
 pub(crate) fn print_send(o: &SendOutcome) {
     match (o.status, &o.error) {
         (Some(status), _) => println!("sent {} report(s): endpoint answered {status}", o.reports),
-        (None, Some(e)) => println!("not sent: {e}"),
+        (None, Some(why)) => println!("not sent: {}", e(why)),
         (None, None) => println!("not sent"),
     }
     if !o.body.is_empty() {
-        println!("answer: {}", o.body);
+        println!("answer: {}", e(&o.body));
     }
     for a in &o.applied {
-        println!("applied: {a}");
+        println!("applied: {}", e(a));
     }
     println!("spooled: {} report(s) left", o.spooled);
 }

@@ -313,3 +313,96 @@ fn plugin_new_scaffolds_a_crate_and_joins_the_workspace() {
     let bad = sonde(&["plugin", "new", "Bad_Name", "--dir", ws_arg]);
     assert!(text(&bad.stderr).contains("is not a plugin name"));
 }
+
+/// Runs `sonde` with warnings logged (uncoloured) to stderr.
+fn sonde_logging(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(args)
+        .env_remove("SONDE_TELEMETRY")
+        .env_remove("DO_NOT_TRACK")
+        .env("SONDE_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+/// No byte a terminal would act on reaches it: only the output's own line
+/// ends.
+fn assert_terminal_safe(what: &str, bytes: &[u8]) {
+    let s = std::str::from_utf8(bytes).unwrap();
+    let raw: Vec<char> =
+        s.chars().filter(|c| *c != '\n' && sonde_core::text::needs_escape(*c)).collect();
+    assert!(raw.is_empty(), "{what}: raw {raw:?} in:\n{s}");
+}
+
+#[test]
+fn plugin_text_reaches_the_terminal_escaped_and_json_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", sonde_tests::plugin("http_status.wasm")),
+        sonde_tests::hostile("ansi-text", "ansi-text"),
+        sonde_tests::hostile("ansi-log", "ansi-log"),
+    ];
+    let m = manifest(dir.path(), &entries);
+    let events = examples_dir().join("events.jsonl");
+    let events = events.to_str().unwrap();
+
+    // check: the refused plugin stays REFUSED, on its own line.
+    let out = sonde_logging(&["check", "-m", &m]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_terminal_safe("check stdout", &out.stdout);
+    assert_terminal_safe("check stderr", &out.stderr);
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let refused: Vec<&&str> = lines.iter().filter(|l| l.contains("ansi-text")).collect();
+    assert_eq!(refused.len(), 1, "{stdout}");
+    assert!(
+        refused[0].starts_with(
+            r"REFUSED ansi-text: invalid info: metric name `\r\u{1b}[2Kok      ansi-text\u{1b}[8m`"
+        ),
+        "{stdout}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("ok      ansi-log")), "{stdout}");
+    assert!(text(&out.stderr).contains("plugin refused"), "the warning was logged, escaped");
+
+    // list: the metric's label keys stay on its line; no fake line.
+    let out = sonde_logging(&["list", "-m", &m]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_terminal_safe("list stdout", &out.stdout);
+    assert_terminal_safe("list stderr", &out.stderr);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(r"ansi-log 6.6.6\r\u{1b}[2K\u{202e}1.0 [running]"), "{stdout}");
+    let events_line = stdout
+        .lines()
+        .find(|l| l.starts_with(r"  - hostile.events (counter, 1\r\u{1b}[2K"))
+        .unwrap_or_else(|| panic!("the ansi-log metric line: {stdout}"));
+    assert!(events_line.contains(") by mode: "), "label keys shown: {events_line}");
+    assert!(!stdout.lines().any(|l| l.starts_with("  - hostile.fake")), "{stdout}");
+
+    // list --format json: the plugin's strings exactly as it declared them.
+    let out = sonde(&["list", "-m", &m, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ansi = &v[2];
+    assert_eq!(ansi["name"], "ansi-log");
+    assert_eq!(ansi["version"], "6.6.6\r\u{1b}[2K\u{202e}1.0");
+    assert_eq!(ansi["description"], "Fine.\n  - hostile.fake (counter, 1): not there\r\u{1b}[2K");
+    assert_eq!(ansi["metrics"][0]["unit"], "1\r\u{1b}[2K  - hostile.events (counter, 1");
+    assert_eq!(v[1]["state"], "refused");
+
+    // preview, text: escaped; JSON: the exact bytes of the report.
+    let out = sonde_logging(&["preview", "-m", &m, "--events", events]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_terminal_safe("preview stdout", &out.stdout);
+    assert_terminal_safe("preview stderr", &out.stderr);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(r#"hostile.gauge{key="k\r\u{1b}[2K\n\u{9b}31m"} 1"#), "{stdout}");
+    let out = sonde(&["preview", "-m", &m, "--events", events, "--format", "json"]);
+    let report = Report::from_json(&out.stdout).unwrap();
+    let ansi = report.plugins.iter().find(|p| p.name == "ansi-log").unwrap();
+    assert_eq!(ansi.version, "6.6.6\r\u{1b}[2K\u{202e}1.0");
+    assert!(
+        ansi.metrics
+            .iter()
+            .any(|m| m.labels.get("key").map(String::as_str) == Some("k\r\u{1b}[2K\n\u{9b}31m"))
+    );
+}

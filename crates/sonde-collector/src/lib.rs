@@ -25,7 +25,7 @@
 //!
 //! | route | who | request | answer |
 //! |---|---|---|---|
-//! | `POST /v1/reports` | hosts | `{"reports": [Report, ...]}` or one bare `Report`, JSON, gzip when `Content-Encoding: gzip` | `200` `EndpointResponse`; `400` not JSON / not a report / empty / mixed instances / other schema; `413` body over 1 MiB, over 16 MiB decompressed, or over 100 reports; `415` other encoding; `429` + `Retry-After: <secs>` over the rate limit (nothing stored) |
+//! | `POST /v1/reports` | hosts | `{"reports": [Report, ...]}` or one bare `Report`, JSON, gzip when `Content-Encoding: gzip` | `200` `EndpointResponse`; `400` not JSON / not a report / a report failing `Report::validate` / empty / mixed instances / other schema; `413` body over 1 MiB, over 16 MiB decompressed, or over 100 reports; `415` other encoding; `429` + `Retry-After: <secs>` over the rate limit (nothing stored) |
 //! | `POST /v1/directives` | admin | `{"instance_id": "<uuid>" \| null, "directive": Directive}` (`null`: every instance, including ones that first report later) | `201` `{"id": N}`; `400` invalid |
 //! | `GET /v1/directives?limit=N` | admin | | `200` `[{"id", "instance_id", "directive", "source": "admin"\|"rule", "created_at", "delivered"}]`, newest first |
 //! | `DELETE /v1/directives/{id}` | admin | | `204`; `404` unknown id |

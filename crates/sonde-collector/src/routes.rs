@@ -102,6 +102,7 @@ impl From<UploadError> for ApiError {
             UploadError::TooLarge | UploadError::TooManyReports(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UploadError::Gzip(_)
             | UploadError::Json(_)
+            | UploadError::Invalid(_)
             | UploadError::Empty
             | UploadError::MixedInstances
             | UploadError::Schema(_) => StatusCode::BAD_REQUEST,

@@ -10,7 +10,7 @@ use std::io::Read;
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use sonde_core::{REPORT_SCHEMA_VERSION, Report, ReportBatch};
+use sonde_core::{REPORT_SCHEMA_VERSION, Report, ReportBatch, ReportError};
 
 /// Largest request body read, compressed: the wire contract's
 /// [`sonde_core::MAX_UPLOAD_BYTES`], which the host's batching respects.
@@ -37,6 +37,11 @@ pub enum UploadError {
     /// Not a batch or a report.
     #[error("body is not a report or a report batch: {0}")]
     Json(serde_json::Error),
+    /// A report holds a series no report may carry (a histogram whose
+    /// buckets do not fit its bounds, ...): the check of
+    /// [`Report::validate`], which the host also holds to when it writes.
+    #[error("invalid report: {0}")]
+    Invalid(sonde_core::ReportError),
     /// Over [`MAX_REPORTS_PER_BATCH`].
     #[error("batch of {0} reports is over the limit of {MAX_REPORTS_PER_BATCH}")]
     TooManyReports(usize),
@@ -121,13 +126,15 @@ fn parse(json: &[u8]) -> Result<Vec<Report>, UploadError> {
         reports: Option<IgnoredAny>,
     }
     let shape: Shape = serde_json::from_slice(json).map_err(UploadError::Json)?;
-    if shape.reports.is_some() {
-        let batch: ReportBatch = serde_json::from_slice(json).map_err(UploadError::Json)?;
-        Ok(batch.reports)
+    let reports = if shape.reports.is_some() {
+        ReportBatch::from_json(json).map(|b| b.reports)
     } else {
-        let report: Report = serde_json::from_slice(json).map_err(UploadError::Json)?;
-        Ok(vec![report])
-    }
+        Report::from_json(json).map(|r| vec![r])
+    };
+    reports.map_err(|e| match e {
+        ReportError::Json(e) => UploadError::Json(e),
+        invalid => UploadError::Invalid(invalid),
+    })
 }
 
 #[cfg(test)]
@@ -166,5 +173,32 @@ mod tests {
         assert!(matches!(decode(br#"{"reports": []}"#, Encoding::Plain), Err(UploadError::Empty)));
         let err = decode(br#"{"reports": [{"schema": 1}]}"#, Encoding::Plain).expect_err("bad");
         assert!(err.to_string().contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn a_report_the_host_would_not_write_is_refused() {
+        let mut report = Report::new(uuid::Uuid::nil(), sonde_core::BufferStats::default(), vec![]);
+        report.sources.push(sonde_core::SourceReport {
+            name: "m".into(),
+            overflow_series: 0,
+            dropped_values: 0,
+            invalid_series: 0,
+            metrics: vec![sonde_core::Metric {
+                name: "h".into(),
+                kind: sonde_core::MetricKind::Histogram,
+                unit: String::new(),
+                labels: Default::default(),
+                value: sonde_core::MetricValue::Histogram {
+                    count: 1,
+                    sum: 1.0,
+                    bounds: vec![1.0, 2.0],
+                    buckets: vec![1],
+                },
+            }],
+        });
+        let json = serde_json::to_vec(&report).expect("serializes");
+        assert!(matches!(decode(&json, Encoding::Plain), Err(UploadError::Invalid(_))));
+        // What the host writes of the same report is taken.
+        assert_eq!(decode(&report.to_json(), Encoding::Plain).expect("taken").len(), 1);
     }
 }

@@ -13,6 +13,8 @@
 //!   byte ([`Report::to_json`]).
 //!
 //! Every quantity read from a file or a peer has a named limit in [`limits`].
+//! Text chosen by a plugin or a peer is shown through
+//! [`text::escape_control`].
 
 #![deny(missing_docs)]
 
@@ -24,6 +26,7 @@ mod location;
 mod manifest;
 mod plugin_limits;
 mod report;
+pub mod text;
 
 pub use delivery::{
     DeliverySettings, MAX_HEADER_BYTES, MAX_HEADERS, MAX_SERVICE_NAME, Protocol, is_loopback,
@@ -40,5 +43,6 @@ pub use plugin_limits::PluginLimits;
 pub use report::{
     BufferStats, DeliveryStats, DisabledMetric, FailureCounts, HostFacts, MAX_BATCH_REPORTS,
     MAX_UPLOAD_BYTES, MAX_UPLOAD_DECODED_BYTES, Metric, MetricKind, MetricValue, PluginCost,
-    PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch, SourceReport,
+    PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch, ReportError,
+    SourceReport,
 };

@@ -54,6 +54,17 @@ pub struct SourceReport {
     pub name: String,
     /// Registrations folded into overflow series (cardinality cap).
     pub overflow_series: u64,
+    /// Values the source itself refused since it started, as it counts them
+    /// (`sonde::MetricSource::dropped_values`; the `metrics` bridge counts NaN or infinite gauge values and observations,
+    /// and observations that would have made a histogram's sum infinite).
+    #[serde(default)]
+    pub dropped_values: u64,
+    /// Series left out of this report because they held something a report
+    /// cannot carry (see [`Metric::problem`]): a NaN or infinite value, or a
+    /// histogram whose buckets do not fit its bounds. Counted per report, not
+    /// cumulatively: a source that keeps such a series is counted each time.
+    #[serde(default)]
+    pub invalid_series: u64,
     /// Its series, sorted by name then labels.
     pub metrics: Vec<Metric>,
 }
@@ -100,11 +111,108 @@ impl Report {
     }
 
     /// The report as sent: compact JSON.
+    ///
+    /// Never bytes that [`Report::from_json`] would refuse: a report that
+    /// fails [`Report::validate`] (which the host's own checks prevent) is
+    /// written as a [`sanitize`](Report::sanitize)d copy, without the series
+    /// that would fail and with them counted.
     pub fn to_json(&self) -> Vec<u8> {
-        // A Report holds only strings, numbers, maps with string keys and
-        // finite floats (the host rejects the rest), so this cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        // A valid Report holds only strings, integers, maps with string keys
+        // and finite floats, so serializing it cannot fail.
+        if self.validate().is_ok() {
+            return serde_json::to_vec(self).unwrap_or_default();
+        }
+        let mut clean = self.clone();
+        clean.sanitize();
+        serde_json::to_vec(&clean).unwrap_or_default()
     }
+
+    /// Reads a report from its JSON, as every reader does (the host's spool,
+    /// a collector): it must decode and pass [`Report::validate`].
+    pub fn from_json(json: &[u8]) -> Result<Report, ReportError> {
+        let report: Report = serde_json::from_slice(json).map_err(ReportError::Json)?;
+        report.validate()?;
+        Ok(report)
+    }
+
+    /// Checks what a reader requires of a report beyond its shape: every
+    /// series passes [`Metric::problem`]. The writer's side of the same
+    /// check is [`Report::sanitize`].
+    pub fn validate(&self) -> Result<(), ReportError> {
+        let plugins = self.plugins.iter().map(|p| ("plugin", &p.name, &p.metrics));
+        let sources = self.sources.iter().map(|s| ("source", &s.name, &s.metrics));
+        for (what, name, metrics) in plugins.chain(sources) {
+            for m in metrics {
+                if let Some(problem) = m.problem() {
+                    return Err(ReportError::Invalid {
+                        series: format!(
+                            "{what} `{}`, metric `{}`",
+                            crate::text::escape_control(name),
+                            crate::text::escape_control(&m.name)
+                        ),
+                        problem,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every series that would fail [`Report::validate`], counting each
+    /// in its plugin's `cost.invalid_points` or its source's
+    /// `invalid_series`; returns how many were dropped. The last check
+    /// before a report is written: afterwards it always validates.
+    pub fn sanitize(&mut self) -> u64 {
+        let mut dropped = 0;
+        for p in &mut self.plugins {
+            let n = drop_invalid(&mut p.metrics);
+            p.cost.invalid_points = p.cost.invalid_points.saturating_add(n);
+            dropped += n;
+        }
+        for s in &mut self.sources {
+            let n = drop_invalid(&mut s.metrics);
+            s.invalid_series = s.invalid_series.saturating_add(n);
+            dropped += n;
+        }
+        dropped
+    }
+}
+
+/// Removes the series of `metrics` that have a [`Metric::problem`]; returns
+/// how many.
+fn drop_invalid(metrics: &mut Vec<Metric>) -> u64 {
+    let before = metrics.len();
+    metrics.retain(|m| m.problem().is_none());
+    (before - metrics.len()) as u64
+}
+
+impl ReportBatch {
+    /// Reads a batch from its JSON: it must decode and every report in it
+    /// pass [`Report::validate`].
+    pub fn from_json(json: &[u8]) -> Result<ReportBatch, ReportError> {
+        let batch: ReportBatch = serde_json::from_slice(json).map_err(ReportError::Json)?;
+        for r in &batch.reports {
+            r.validate()?;
+        }
+        Ok(batch)
+    }
+}
+
+/// A report (or batch) that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Not the JSON of a report: malformed, a missing field, a `null` where
+    /// a number belongs (which is how JSON writers spell NaN and infinity).
+    #[error("not a report: {0}")]
+    Json(serde_json::Error),
+    /// Decodes, but holds a series no report may carry.
+    #[error("{series}: {problem}")]
+    Invalid {
+        /// Which series: plugin or source and metric name (escaped).
+        series: String,
+        /// What is wrong with it ([`Metric::problem`]).
+        problem: &'static str,
+    },
 }
 
 /// Most reports in one upload. Bounds the work one request makes at the
@@ -255,8 +363,18 @@ pub struct PluginCost {
     pub failures: u64,
     /// Times the plugin was re-instantiated after a failure.
     pub restarts: u64,
-    /// Metric points dropped because they did not match the declaration.
+    /// Metric points dropped because they did not match the declaration
+    /// (wrong kind or labels, NaN, an infinity, a negative counter delta,
+    /// ...). Also counts series the last check before a report is written
+    /// ([`Report::sanitize`]) left out, which the host's own validation
+    /// makes unreachable.
     pub invalid_points: u64,
+    /// Metric points dropped because folding them into their series would
+    /// have made a cumulative total infinite: a counter's total or a
+    /// histogram's sum past the largest finite number (`f64::MAX`), though
+    /// each delta alone was finite. The total stays what it was.
+    #[serde(default)]
+    pub non_finite_totals: u64,
     /// Metric points dropped because one `collect` returned more than
     /// `limits.max_points_per_collect`.
     #[serde(default)]
@@ -332,6 +450,35 @@ pub struct Metric {
     /// The value.
     #[serde(flatten)]
     pub value: MetricValue,
+}
+
+impl Metric {
+    /// What keeps this series out of a report, if anything: a value or
+    /// histogram sum that is NaN or infinite (JSON has no such numbers; a
+    /// writer would put `null` there and every reader refuse the report), or
+    /// a histogram whose bounds are not finite and strictly ascending or
+    /// whose buckets are not one more than its bounds.
+    pub fn problem(&self) -> Option<&'static str> {
+        match &self.value {
+            MetricValue::Scalar { value } if !value.is_finite() => {
+                Some("value is not a finite number")
+            }
+            MetricValue::Scalar { .. } => None,
+            MetricValue::Histogram { sum, bounds, buckets, .. } => {
+                if !sum.is_finite() {
+                    Some("histogram sum is not a finite number")
+                } else if bounds.iter().any(|b| !b.is_finite())
+                    || bounds.windows(2).any(|w| w[0] >= w[1])
+                {
+                    Some("histogram bounds are not finite and strictly ascending")
+                } else if buckets.len() != bounds.len() + 1 {
+                    Some("histogram buckets are not one more than its bounds")
+                } else {
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// A metric's value: a scalar for counters and gauges, buckets for histograms.
@@ -422,5 +569,101 @@ mod tests {
         assert_eq!(back, report);
         let text = String::from_utf8(bytes).expect("utf8");
         assert!(text.contains(r#""labels":{"k":"v"},"value":2.0"#), "{text}");
+    }
+
+    fn series(name: &str, value: MetricValue) -> Metric {
+        Metric {
+            name: name.into(),
+            kind: MetricKind::Gauge,
+            unit: String::new(),
+            labels: BTreeMap::new(),
+            value,
+        }
+    }
+
+    fn hist(sum: f64, bounds: Vec<f64>, buckets: Vec<u64>) -> MetricValue {
+        MetricValue::Histogram { count: buckets.iter().sum(), sum, bounds, buckets }
+    }
+
+    #[test]
+    fn what_a_reader_refuses_the_writer_never_writes() {
+        let plugin = |name: &str, metrics| PluginReport {
+            name: name.into(),
+            version: String::new(),
+            state: PluginState::Running,
+            reason: None,
+            until: None,
+            last_failure: None,
+            disabled_metrics: vec![],
+            cost: PluginCost::default(),
+            metrics,
+        };
+        let good = series("good", MetricValue::Scalar { value: f64::MAX });
+        let mut report = Report::new(
+            Uuid::nil(),
+            BufferStats::default(),
+            vec![
+                plugin("neighbour", vec![good.clone()]),
+                plugin(
+                    "bad\u{1b}",
+                    vec![
+                        series("inf", MetricValue::Scalar { value: f64::INFINITY }),
+                        good.clone(),
+                        series("nan-sum", hist(f64::NAN, vec![1.0], vec![1, 0])),
+                        series("short", hist(1.0, vec![1.0], vec![1])),
+                        series("unsorted", hist(1.0, vec![2.0, 1.0], vec![1, 0, 0])),
+                        series("inf-bound", hist(1.0, vec![f64::INFINITY], vec![1, 0])),
+                    ],
+                ),
+            ],
+        );
+        report.sources.push(SourceReport {
+            name: "metrics".into(),
+            overflow_series: 0,
+            dropped_values: 0,
+            invalid_series: 0,
+            metrics: vec![series("nan", MetricValue::Scalar { value: f64::NAN }), good.clone()],
+        });
+        let err = report.validate().expect_err("invalid");
+        assert!(err.to_string().starts_with(r"plugin `bad\u{1b}`, metric `inf`"), "{err}");
+
+        // Written as it is, NaN and infinity would be `null`, which no
+        // reader takes.
+        let raw = serde_json::to_vec(&report).expect("serializes");
+        assert!(matches!(Report::from_json(&raw), Err(ReportError::Json(_))));
+
+        // to_json never writes that: it writes the report without them.
+        let written = report.to_json();
+        let back = Report::from_json(&written).expect("a written report is readable");
+        assert_eq!(back.plugins[0].metrics, vec![good.clone()]);
+        assert_eq!(back.plugins[1].metrics, vec![good.clone()]);
+        assert_eq!(back.plugins[1].cost.invalid_points, 5);
+        assert_eq!(back.plugins[0].cost.invalid_points, 0);
+        assert_eq!(back.sources[0].metrics, vec![good]);
+        assert_eq!(back.sources[0].invalid_series, 1);
+
+        // sanitize is the same pass, in place.
+        assert_eq!(report.sanitize(), 6);
+        assert!(report.validate().is_ok());
+        assert_eq!(report.to_json(), serde_json::to_vec(&report).expect("serializes"));
+        let batch = format!(r#"{{"reports":[{}]}}"#, String::from_utf8_lossy(&written));
+        assert_eq!(ReportBatch::from_json(batch.as_bytes()).expect("batch").reports.len(), 1);
+    }
+
+    #[test]
+    fn a_decoded_report_with_an_impossible_histogram_is_refused() {
+        let mut report = Report::new(Uuid::nil(), BufferStats::default(), vec![]);
+        report.sources.push(SourceReport {
+            name: "m".into(),
+            overflow_series: 0,
+            dropped_values: 0,
+            invalid_series: 0,
+            metrics: vec![series("h", hist(1.0, vec![1.0, 2.0], vec![1]))],
+        });
+        let json = serde_json::to_vec(&report).expect("serializes");
+        let err = Report::from_json(&json).expect_err("refused");
+        assert!(matches!(err, ReportError::Invalid { .. }), "{err}");
+        let batch = format!(r#"{{"reports":[{}]}}"#, String::from_utf8_lossy(&json));
+        assert!(ReportBatch::from_json(batch.as_bytes()).is_err());
     }
 }

@@ -11,6 +11,11 @@
 //! capped at [`MAX_SERIES`]: further label sets share one overflow series per
 //! kind (name `__overflow__`) and are counted.
 //!
+//! Every number it reports is finite: a NaN or infinite gauge value or
+//! observation, and an observation that would make a histogram's sum
+//! infinite, is dropped (the gauge keeps its last value) and counted as the
+//! source's `dropped_values`, since a report cannot carry it.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let telemetry = sonde::Telemetry::builder(sonde::Manifest::load("sonde.toml".as_ref())?).start()?;
@@ -27,7 +32,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
+use metrics::{
+    Counter, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit,
+};
 use parking_lot::Mutex;
 use sonde::{Metric, MetricKind, MetricValue};
 
@@ -44,29 +51,75 @@ const BOUNDS: [f64; 13] = [
     16777216.0,
 ];
 
+/// Adds `delta` to the f64 in `bits` unless the result would not be
+/// finite; false (and `bits` unchanged) when it would not.
+fn add_finite(bits: &AtomicU64, delta: f64) -> bool {
+    bits.fetch_update(Relaxed, Relaxed, |old| {
+        let new = f64::from_bits(old) + delta;
+        new.is_finite().then_some(new.to_bits())
+    })
+    .is_ok()
+}
+
 #[derive(Debug, Default)]
 struct Buckets {
     counts: [AtomicU64; BOUNDS.len() + 1],
     sum_bits: AtomicU64,
+    /// The recorder's count of refused values.
+    dropped: Arc<AtomicU64>,
 }
 
 impl HistogramFn for Buckets {
     fn record(&self, value: f64) {
-        if !value.is_finite() {
+        // The sum first: an observation that would make it infinite is not
+        // counted in a bucket either.
+        if !value.is_finite() || !add_finite(&self.sum_bits, value) {
+            self.dropped.fetch_add(1, Relaxed);
             return;
         }
         let i = BOUNDS.iter().position(|b| value <= *b).unwrap_or(BOUNDS.len());
         self.counts[i].fetch_add(1, Relaxed);
-        let _ = self
-            .sum_bits
-            .fetch_update(Relaxed, Relaxed, |bits| Some((f64::from_bits(bits) + value).to_bits()));
+    }
+}
+
+/// A gauge that only ever holds a finite value: a change that would make it
+/// NaN or infinite is dropped and counted.
+#[derive(Debug, Default)]
+struct FiniteGauge {
+    bits: AtomicU64,
+    /// The recorder's count of refused values.
+    dropped: Arc<AtomicU64>,
+}
+
+impl FiniteGauge {
+    fn refused(&self, ok: bool) {
+        if !ok {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl GaugeFn for FiniteGauge {
+    fn increment(&self, value: f64) {
+        self.refused(add_finite(&self.bits, value));
+    }
+
+    fn decrement(&self, value: f64) {
+        self.refused(add_finite(&self.bits, -value));
+    }
+
+    fn set(&self, value: f64) {
+        if value.is_finite() {
+            self.bits.store(value.to_bits(), Relaxed);
+        }
+        self.refused(value.is_finite());
     }
 }
 
 #[derive(Debug, Clone)]
 enum Handle {
     Counter(Arc<AtomicU64>),
-    Gauge(Arc<AtomicU64>),
+    Gauge(Arc<FiniteGauge>),
     Histogram(Arc<Buckets>),
 }
 
@@ -86,6 +139,8 @@ struct Registry {
 pub struct SondeRecorder {
     registry: Arc<Mutex<Registry>>,
     overflowed: Arc<AtomicU64>,
+    /// Values refused because a report could not carry them.
+    dropped: Arc<AtomicU64>,
 }
 
 impl SondeRecorder {
@@ -126,14 +181,26 @@ impl metrics::Recorder for SondeRecorder {
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        match self.handle(MetricKind::Gauge, key, || Handle::Gauge(Arc::default())) {
+        let make = || {
+            Handle::Gauge(Arc::new(FiniteGauge {
+                bits: AtomicU64::new(0),
+                dropped: self.dropped.clone(),
+            }))
+        };
+        match self.handle(MetricKind::Gauge, key, make) {
             Handle::Gauge(g) => Gauge::from_arc(g),
             _ => Gauge::noop(),
         }
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        match self.handle(MetricKind::Histogram, key, || Handle::Histogram(Arc::default())) {
+        let make = || {
+            Handle::Histogram(Arc::new(Buckets {
+                dropped: self.dropped.clone(),
+                ..Buckets::default()
+            }))
+        };
+        match self.handle(MetricKind::Histogram, key, make) {
             Handle::Histogram(h) => Histogram::from_arc(h),
             _ => Histogram::noop(),
         }
@@ -143,7 +210,7 @@ impl metrics::Recorder for SondeRecorder {
 fn metric(kind: MetricKind, name: &str, labels: &[(String, String)], h: &Handle) -> Metric {
     let value = match h {
         Handle::Counter(c) => MetricValue::Scalar { value: c.load(Relaxed) as f64 },
-        Handle::Gauge(g) => MetricValue::Scalar { value: f64::from_bits(g.load(Relaxed)) },
+        Handle::Gauge(g) => MetricValue::Scalar { value: f64::from_bits(g.bits.load(Relaxed)) },
         Handle::Histogram(b) => {
             let buckets: Vec<u64> = b.counts.iter().map(|c| c.load(Relaxed)).collect();
             MetricValue::Histogram {
@@ -173,5 +240,9 @@ impl sonde::MetricSource for SondeRecorder {
             .collect();
         out.extend(r.overflow.iter().map(|(kind, h)| metric(*kind, OVERFLOW_NAME, &[], h)));
         (out, r.overflowed)
+    }
+
+    fn dropped_values(&self) -> u64 {
+        self.dropped.load(Relaxed)
     }
 }

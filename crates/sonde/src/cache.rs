@@ -73,8 +73,10 @@ impl CompileCache {
         if let Err(e) = crate::state::write_private(&path, &file) {
             tracing::debug!(error = %e, "cannot write the compile cache; continuing without it");
         }
-        let component = deserialize(engine, &artifact)
-            .map_err(|e| format!("its compiled code does not load: {e:#}"))?;
+        let component = deserialize(engine, &artifact).map_err(|e| {
+            let e = format!("{e:#}");
+            format!("its compiled code does not load: {}", sonde_core::text::escape_control(&e))
+        })?;
         Ok((component, Origin::Compiled))
     }
 

@@ -49,7 +49,9 @@ impl std::fmt::Display for CompileError {
                 "compiling it needed more than its budget of {} MiB (limits.compile_memory_mb)",
                 b >> 20
             ),
-            CompileError::Invalid(e) => write!(f, "is not a valid component: {e}"),
+            CompileError::Invalid(e) => {
+                write!(f, "is not a valid component: {}", sonde_core::text::escape_control(e))
+            }
             CompileError::Crashed(e) => write!(f, "the compiler process failed: {e}"),
         }
     }

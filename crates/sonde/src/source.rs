@@ -13,4 +13,13 @@ pub trait Source: Send + Sync + std::fmt::Debug + 'static {
     /// The series now, cumulative, and how many registrations were folded
     /// into overflow series by the source's own cardinality cap.
     fn snapshot(&self) -> (Vec<Metric>, u64);
+
+    /// Values the source refused since it started because a report could
+    /// not carry them (NaN, infinities, an observation that would make a
+    /// histogram's sum infinite), reported as `dropped_values`. Series a
+    /// source returns with such a value anyway are left out of the report
+    /// and counted as its `invalid_series`. Zero unless the source counts.
+    fn dropped_values(&self) -> u64 {
+        0
+    }
 }

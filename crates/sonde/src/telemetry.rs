@@ -368,7 +368,13 @@ impl Telemetry {
             .iter()
             .map(|(name, s)| {
                 let (metrics, overflow_series) = s.snapshot();
-                SourceReport { name: name.clone(), overflow_series, metrics }
+                SourceReport {
+                    name: name.clone(),
+                    overflow_series,
+                    dropped_values: s.dropped_values(),
+                    invalid_series: 0,
+                    metrics,
+                }
             })
             .collect()
     }
@@ -413,7 +419,9 @@ impl Telemetry {
     }
 
     /// Builds a report: drains the ring, collects from every plugin, and
-    /// returns what would be sent.
+    /// returns what would be sent. It always passes
+    /// [`Report::validate`]: a series that would not (an application source's
+    /// NaN gauge, say) is left out and counted ([`Report::sanitize`]).
     pub fn report(&self) -> Result<Report, Error> {
         let plugins = self.ask(Command::Report)?;
         let ring = self.inner.ring.as_ref().ok_or(Error::Off)?;
@@ -432,6 +440,9 @@ impl Telemetry {
         report.started = Some(self.inner.started.clone());
         report.delivery = self.inner.counters.snapshot();
         report.sources = self.sources();
+        // Plugin series are finite by construction (plugin/series.rs);
+        // sources are the host application's code, checked here.
+        report.sanitize();
         Ok(report)
     }
 }

@@ -159,7 +159,10 @@ impl host::Host for HostState {
             return;
         }
         self.lines_in_window += 1;
-        let line = super::info::clip_to(&message, MAX_LOG_LINE);
+        // One line, whatever the plugin wrote: CR, LF, ESC and the other
+        // controls become visible escapes, so a plugin cannot forge a log
+        // line or rewrite the terminal.
+        let line = sonde_core::text::escape_control(super::info::clip_to(&message, MAX_LOG_LINE));
         let plugin = &*self.plugin;
         match level {
             host::Level::Error => tracing::error!(target: "sonde::plugin", plugin, "{line}"),

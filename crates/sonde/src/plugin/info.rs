@@ -1,7 +1,11 @@
 //! Checks what a plugin says about itself before anything trusts it.
 //!
 //! `info` is guest output: every string and list in it has a limit here, and
-//! a plugin whose info breaks one is refused with the reason.
+//! a plugin whose info breaks one is refused with the reason. A reason that
+//! quotes the plugin's text quotes it escaped
+//! ([`sonde_core::text::escape_control`]): it is shown on terminals and in
+//! logs. Descriptions, units and the version may hold any text; every text
+//! output escapes them when it shows them.
 
 use std::collections::HashSet;
 
@@ -34,7 +38,10 @@ fn ident(what: &str, s: &str, max: usize) -> Result<(), String> {
         && s.len() <= max
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
     if !ok {
-        return Err(format!("{what} `{}` must be 1 to {max} of a-z, 0-9, `.`, `_`, `-`", clip(s)));
+        return Err(format!(
+            "{what} `{}` must be 1 to {max} of a-z, 0-9, `.`, `_`, `-`",
+            sonde_core::text::escape_control(clip(s))
+        ));
     }
     Ok(())
 }

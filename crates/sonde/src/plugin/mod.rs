@@ -26,12 +26,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
+use sonde_core::text::escape_control;
 use sonde_core::{DisabledMetric, PluginCost, PluginReport, PluginSpec, PluginState};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store};
 
 pub(crate) use self::batch::{BATCH_SIZE, BatchBuilder};
-use self::health::{AfterFailure, FailureKind, Health};
+use self::health::{AfterFailure, Failure, FailureKind, Health};
 use self::host::HostState;
 use self::series::Series;
 use crate::bindings::{
@@ -190,7 +191,8 @@ impl Plugin {
                 plugin
             }
             Err(reason) => {
-                tracing::warn!(plugin = %spec.name, "plugin refused: {reason}");
+                let shown = escape_control(&reason);
+                tracing::warn!(plugin = %escape_control(&spec.name), "plugin refused: {shown}");
                 Plugin::new(spec, PluginState::Refused, Some(reason))
             }
         }
@@ -233,17 +235,23 @@ impl Plugin {
             Some(cache) => cache.load(engine, &wasm, &sha, compile)?,
             None => {
                 let artifact = compile(&wasm)?;
-                let component = crate::cache::deserialize(engine, &artifact)
-                    .map_err(|e| format!("its compiled code does not load: {e:#}"))?;
+                let component = crate::cache::deserialize(engine, &artifact).map_err(|e| {
+                    format!(
+                        "its compiled code does not load: {}",
+                        escape_control(&format!("{e:#}"))
+                    )
+                })?;
                 (component, Origin::Compiled)
             }
         };
         check_world(&component, engine)?;
-        let pre = loader
-            .linker
-            .instantiate_pre(&component)
-            .and_then(MetricCollectorPre::new)
-            .map_err(|e| format!("does not match the sonde:collector world: {e:#}"))?;
+        let pre =
+            loader.linker.instantiate_pre(&component).and_then(MetricCollectorPre::new).map_err(
+                |e| {
+                    let e = format!("{e:#}");
+                    format!("does not match the sonde:collector world: {}", escape_control(&e))
+                },
+            )?;
         let (live, info) = instantiate(&pre, spec, loader.ticker.clone())?;
         info::validate(&info).map_err(|e| format!("invalid info: {e}"))?;
         Ok((pre, live, info, origin))
@@ -337,13 +345,9 @@ impl Plugin {
                 Some(r)
             }
             Err(e) => {
-                let refused = data.limiter.refused.clone();
-                let kind = FailureKind::of(&e, refused.is_some());
-                let reason = match (kind, refused) {
-                    (FailureKind::Memory, Some(note)) => format!("ran out of memory ({note})"),
-                    _ => describe(&e, self.spec.limits.call_timeout_ms),
-                };
-                self.fail(kind, reason);
+                let refused = data.limiter.refused.as_deref();
+                let failure = Failure::of(&e, refused, self.spec.limits.call_timeout_ms);
+                self.fail(failure.kind, failure.reason);
                 None
             }
         }
@@ -352,6 +356,9 @@ impl Plugin {
     /// A call failed: the Store is poisoned, drop it; restart now, later, or
     /// never, as the failure window says.
     fn fail(&mut self, kind: FailureKind, reason: String) {
+        // Host-made (Failure::of); escaped again for the log all the same.
+        let shown = escape_control(&reason).into_owned();
+        let name = escape_control(&self.spec.name).into_owned();
         self.cost.failures += 1;
         self.last_failure = Some(reason.clone());
         kind.count(&mut self.cost.failure_kinds);
@@ -362,15 +369,15 @@ impl Plugin {
         match self.health.failed(Instant::now()) {
             AfterFailure::GiveUp(n) => {
                 let window = self.spec.limits.failure_window_secs;
-                tracing::warn!(plugin = %self.spec.name, "plugin stopped after {n} failures in {window} s: {reason}");
+                tracing::warn!(plugin = %name, "plugin stopped after {n} failures in {window} s: {shown}");
                 self.stop(format!("failed {n} times within {window} s; last: {reason}"));
             }
             AfterFailure::Restart(delay) if delay.is_zero() => {
-                tracing::debug!(plugin = %self.spec.name, "plugin call failed, restarting: {reason}");
+                tracing::debug!(plugin = %name, "plugin call failed, restarting: {shown}");
                 self.restart();
             }
             AfterFailure::Restart(delay) => {
-                tracing::debug!(plugin = %self.spec.name, "plugin call failed, restarting in {delay:?}: {reason}");
+                tracing::debug!(plugin = %name, "plugin call failed, restarting in {delay:?}: {shown}");
                 self.restart_at = Some(Instant::now() + delay);
             }
         }
@@ -515,19 +522,22 @@ fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
         if name.starts_with("sonde:collector/") && !ALLOWED_IMPORTS.contains(&name) {
             return Err(format!(
                 "was built against another version of the sonde:collector WIT (it imports `{}`); this host speaks sonde:collector@0.1.0",
-                info::clip_to(name, 200)
+                escape_control(info::clip_to(name, 200))
             ));
         }
         if !ALLOWED_IMPORTS.contains(&name) {
             return Err(format!(
                 "imports `{}`, which sonde never grants (plugins may import only sonde:collector/host@0.1.0)",
-                info::clip_to(name, 200)
+                escape_control(info::clip_to(name, 200))
             ));
         }
     }
     if !ty.exports(engine).any(|(name, _)| name == REQUIRED_EXPORT) {
-        let found: Vec<&str> =
-            ty.exports(engine).map(|(n, _)| info::clip_to(n, 200)).take(8).collect();
+        let found: Vec<_> = ty
+            .exports(engine)
+            .map(|(n, _)| escape_control(info::clip_to(n, 200)))
+            .take(8)
+            .collect();
         return Err(format!(
             "does not export `{REQUIRED_EXPORT}` (exports: {}); was it built against another WIT version?",
             if found.is_empty() { "nothing".to_string() } else { found.join(", ") }
@@ -561,34 +571,20 @@ fn instantiate(
     let _call = ticker.as_ref().map(Ticker::call);
     store.set_epoch_deadline(deadline_ticks);
     let timeout = limits.call_timeout_ms;
-    let bindings = pre.instantiate(&mut store).map_err(|e| {
-        // A memory or table past the plugin's cap (all of them together)
-        // fails the instantiation itself.
-        match store.data().limiter.refused.clone() {
-            Some(note) => format!("could not be instantiated: ran out of memory ({note})"),
-            None => format!("could not be instantiated: {}", describe(&e, timeout)),
-        }
-    })?;
+    // The same classification as a failed call's (`Failure::of`); a
+    // memory or table past the plugin's cap (all of them together) fails
+    // the instantiation itself.
+    let describe = |store: &Store<HostState>, e: wasmtime::Error| {
+        Failure::of(&e, store.data().limiter.refused.as_deref(), timeout).reason
+    };
+    let bindings = match pre.instantiate(&mut store) {
+        Ok(bindings) => bindings,
+        Err(e) => return Err(format!("could not be instantiated: {}", describe(&store, e))),
+    };
     let mut live = Live { store, bindings, deadline_ticks, ticker };
-    let info = live
-        .bindings
-        .sonde_collector_collector()
-        .call_info(&mut live.store)
-        .map_err(|e| format!("`info` failed: {}", describe(&e, timeout)))?;
-    Ok((live, info))
-}
-
-/// A one-line, operator-readable account of a failed call.
-fn describe(e: &wasmtime::Error, timeout_ms: u64) -> String {
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!("ran past its deadline of {timeout_ms} ms"),
-        Some(Trap::StackOverflow) => "overflowed its stack".into(),
-        Some(Trap::UnreachableCodeReached) => "panicked (trap: unreachable)".into(),
-        Some(trap) => format!("trapped: {trap}"),
-        None => {
-            let text = format!("{e:#}");
-            info::clip_to(&text, 300).to_string()
-        }
+    match live.bindings.sonde_collector_collector().call_info(&mut live.store) {
+        Ok(info) => Ok((live, info)),
+        Err(e) => Err(format!("`info` failed: {}", describe(&live.store, e))),
     }
 }
 

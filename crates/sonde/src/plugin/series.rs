@@ -6,6 +6,12 @@
 //! return: points per collect, label length, and series per metric (past
 //! `max_series_per_metric` label sets, new ones fold into a single overflow
 //! series whose every label is [`OVERFLOW_LABEL`], and are counted).
+//!
+//! Every total stays finite: each delta is checked alone (`valid`), and a
+//! delta that would carry a counter's total or a histogram's sum past
+//! `f64::MAX` is dropped and counted as `non_finite_totals`, leaving the
+//! total as it was. A plugin cannot make its series, or the report that
+//! carries them, unwritable.
 
 use std::collections::BTreeMap;
 
@@ -69,11 +75,18 @@ impl Series {
                 _ => Total::Scalar(0.0),
             });
             match (entry, point.value) {
-                (Total::Scalar(v), MetricValue::Counter(d)) => *v += d,
+                (Total::Scalar(v), MetricValue::Counter(d)) => match finite_sum(*v, d) {
+                    Some(total) => *v = total,
+                    None => cost.non_finite_totals += 1,
+                },
                 (Total::Scalar(v), MetricValue::Gauge(g)) => *v = g,
                 (Total::Histogram { count, sum, buckets }, MetricValue::Histogram(h)) => {
+                    let Some(total) = finite_sum(*sum, h.sum) else {
+                        cost.non_finite_totals += 1;
+                        continue;
+                    };
+                    *sum = total;
                     *count = count.saturating_add(h.count);
-                    *sum += h.sum;
                     for (b, d) in buckets.iter_mut().zip(&h.buckets) {
                         *b = b.saturating_add(*d);
                     }
@@ -134,6 +147,12 @@ impl Series {
         out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.labels.cmp(&b.labels)));
         out
     }
+}
+
+/// `total + delta` when it is finite: two finite numbers can add up to an
+/// infinity (`f64::MAX + f64::MAX`), which no report can carry.
+fn finite_sum(total: f64, delta: f64) -> Option<f64> {
+    Some(total + delta).filter(|t| t.is_finite())
 }
 
 pub(crate) fn kind_of(kind: MetricKind) -> sonde_core::MetricKind {
@@ -207,6 +226,43 @@ mod tests {
             m[2].value,
             ReportValue::Histogram { count: 2, sum: 12.0, bounds: vec![10.0], buckets: vec![1, 1] }
         );
+    }
+
+    #[test]
+    fn a_delta_that_would_make_a_total_infinite_is_dropped_and_counted() {
+        let mut s = Series::new(decls(), PluginLimits::default());
+        let mut cost = PluginCost::default();
+        let hist = |sum| MetricPoint {
+            metric: 1,
+            labels: vec![],
+            value: MetricValue::Histogram(HistogramDelta { buckets: vec![0, 1], count: 1, sum }),
+        };
+        for _ in 0..3 {
+            s.apply(
+                vec![counter("big", f64::MAX), counter("small", 1.0), hist(f64::MAX)],
+                &mut cost,
+            );
+        }
+        // The first of each fits; the next two would overflow and are dropped.
+        assert_eq!(cost.non_finite_totals, 4, "{cost:?}");
+        assert_eq!(cost.invalid_points, 0);
+        let m = s.metrics();
+        assert_eq!(m[0].value, ReportValue::Scalar { value: f64::MAX }, "the total stays");
+        assert_eq!(m[1].value, ReportValue::Scalar { value: 3.0 }, "the neighbour is exact");
+        assert_eq!(
+            m[2].value,
+            ReportValue::Histogram {
+                count: 1,
+                sum: f64::MAX,
+                bounds: vec![10.0],
+                buckets: vec![0, 1]
+            },
+            "a dropped histogram delta leaves count and buckets as they were too"
+        );
+        assert!(m.iter().all(|m| m.problem().is_none()));
+        // A total near the top still takes deltas that fit.
+        s.apply(vec![counter("big", 0.0), counter("big", -0.0)], &mut cost);
+        assert_eq!(cost.non_finite_totals, 4);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
+use sonde_core::text::escape_control;
 use sonde_core::{
     DeliverySettings, DeliveryStats, EndpointResponse, MAX_BATCH_REPORTS, MAX_UPLOAD_BYTES,
     Protocol, redact,
@@ -428,6 +429,8 @@ impl<T: Transport> Uploader<T> {
     /// (`partial_success`): count them, warn once, never retry.
     fn handle_otlp_response(&mut self, answer: &transport::Answer) {
         let Some((rejected, message)) = otlp::partial_success(&answer.body) else { return };
+        // The endpoint's words: shown escaped (sonde_core::text).
+        let message = escape_control(&message);
         self.counters.rejected_points.fetch_add(rejected, Relaxed);
         if self.partial_warned {
             tracing::debug!(rejected, "OTLP endpoint rejected data points: {message}");
@@ -479,6 +482,7 @@ impl<T: Transport> Uploader<T> {
 
     fn fail(&mut self, why: String) {
         self.counters.failed_attempts.fetch_add(1, Relaxed);
+        let why = escape_control(&why).into_owned();
         if self.failing {
             tracing::debug!(endpoint = %self.endpoint, "telemetry delivery still failing: {why}");
         } else {
@@ -490,7 +494,7 @@ impl<T: Transport> Uploader<T> {
     }
 
     fn stop(&mut self, reason: String) {
-        tracing::warn!(endpoint = %self.endpoint, "{reason}");
+        tracing::warn!(endpoint = %self.endpoint, "{}", escape_control(&reason));
         if let Err(e) =
             crate::state::write_private(&self.state_dir.join(STOPPED_FILE), reason.as_bytes())
         {

@@ -36,8 +36,7 @@ const SELF_SCOPE: &str = "sonde";
 
 /// Encodes a spool batch (`{"reports":[...]}`) as an OTLP protobuf body.
 pub(crate) fn encode(batch_json: &[u8], service: &str) -> Result<Vec<u8>, String> {
-    let batch: ReportBatch =
-        serde_json::from_slice(batch_json).map_err(|e| format!("spooled batch: {e}"))?;
+    let batch = ReportBatch::from_json(batch_json).map_err(|e| format!("spooled batch: {e}"))?;
     Ok(encode_reports(&batch.reports, service))
 }
 
@@ -135,7 +134,7 @@ fn self_metrics(report: &Report, at: Times) -> ScopeMetrics {
     for p in &report.plugins {
         let attrs = [("sonde.plugin", p.name.as_str())];
         let c = &p.cost;
-        let dropped = c.invalid_points + c.excess_points + c.overflow_points;
+        let dropped = c.invalid_points + c.excess_points + c.overflow_points + c.non_finite_totals;
         metrics.extend([
             counter("sonde.plugin.events", "{event}", &attrs, c.events, at),
             counter("sonde.plugin.busy", "us", &attrs, c.busy_us, at),
@@ -361,6 +360,8 @@ mod tests {
         r.sources = vec![SourceReport {
             name: "metrics".into(),
             overflow_series: 1,
+            dropped_values: 0,
+            invalid_series: 0,
             metrics: vec![series(
                 "app.jobs",
                 MetricKind::Counter,

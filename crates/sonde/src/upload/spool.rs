@@ -6,8 +6,9 @@
 //! renamed, so a crash never leaves half a report under a real name. Names
 //! sort by creation (`<millis>-<seq>-<report_id>.json`), the oldest are
 //! dropped first when a quota is exceeded, and every drop is counted. A file
-//! that does not decode as a report is moved to `bad/` with a warning, never
-//! trusted and never fatal.
+//! that does not decode as a report ([`Report::from_json`]) is moved to `bad/`
+//! with a warning, never trusted and never fatal; the host itself never
+//! writes one ([`Report::to_json`] holds to the same check).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -124,8 +125,9 @@ impl Spool {
                 break;
             }
             let path = self.dir.join(&name);
-            let valid =
-                fs::read(&path).ok().filter(|b| serde_json::from_slice::<Report>(b).is_ok());
+            // The same check every reader makes, so what is sent is what a
+            // collector takes; the writer (`Report::to_json`) never fails it.
+            let valid = fs::read(&path).ok().filter(|b| Report::from_json(b).is_ok());
             let Some(bytes) = valid else {
                 self.set_aside(&name);
                 continue;
