@@ -11,7 +11,8 @@
 //! first (and check that it lies in the guest's memory, as the canonical ABI
 //! requires) and copy at most the bound a valid answer obeys:
 //!
-//! - [`List`] lifts at most [`Bound::max`] elements and keeps the guest's
+//! - [`List`] lifts a list only when it is within [`Bound::max`] elements
+//!   (the points of a `collect`: its first `max`), and keeps the guest's
 //!   length, so the caller can count or refuse what was not copied;
 //! - [`Text`] copies a string only when it fits its bound, and otherwise
 //!   keeps only its length;
@@ -59,6 +60,14 @@ const UTF16_TAG: usize = 1 << 31;
 pub(crate) trait Bound: 'static {
     /// The bound.
     fn max() -> usize;
+
+    /// Whether a list longer than the bound still has its first `max()`
+    /// elements lifted (the points of a `collect`, which are used); other
+    /// over-long lists refuse or invalidate what holds them, so nothing of
+    /// them is lifted.
+    fn keep_prefix() -> bool {
+        false
+    }
 }
 
 macro_rules! bounds {
@@ -98,10 +107,22 @@ bounds! {
     BucketCounts = info::MAX_BUCKETS + 1;
     /// A config key (`[plugin.config]` keys are at most this long).
     ConfigKey = sonde_core::limits::MAX_CONFIG_KEY_LEN;
-    /// The points of one `collect`: the plugin's `max_points_per_collect`.
-    Points = COLLECT_CAPS.with(|c| c.get().points);
     /// A label value: the plugin's `max_label_len`.
     LabelValue = COLLECT_CAPS.with(|c| c.get().label);
+}
+
+/// The points of one `collect`: the plugin's `max_points_per_collect`; the
+/// first ones of a longer list are lifted, the rest counted as excess.
+pub(crate) struct Points;
+
+impl Bound for Points {
+    fn max() -> usize {
+        COLLECT_CAPS.with(|c| c.get().points)
+    }
+
+    fn keep_prefix() -> bool {
+        true
+    }
 }
 
 /// The plugin's own bounds on what `collect` returns, read by [`Points`]
@@ -129,9 +150,11 @@ pub(crate) fn with_caps<R>(caps: CollectCaps, f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// A `list<T>` of which at most `B::max()` elements were lifted.
+/// A `list<T>` of which at most `B::max()` elements were lifted (none when
+/// it is longer, unless `B::keep_prefix()`).
 pub(crate) struct List<T, B> {
-    /// The first `min(len, B::max())` elements.
+    /// Every element, or when the list is over its bound the first
+    /// `B::max()` (`B::keep_prefix()`) or none.
     pub(crate) items: Vec<T>,
     /// How many elements the guest's list has.
     pub(crate) len: usize,
@@ -165,7 +188,14 @@ fn lift_list<T: Lift, B: Bound>(
     if !ptr.is_multiple_of(T::ALIGN32 as usize) {
         wasmtime::bail!("list pointer is not aligned");
     }
-    let keep = len.min(B::max());
+    let max = B::max();
+    let keep = if len <= max {
+        len
+    } else if B::keep_prefix() {
+        max
+    } else {
+        0
+    };
     let mut items = Vec::with_capacity(keep);
     for i in 0..keep {
         let at = ptr + i * T::SIZE32;
@@ -510,7 +540,8 @@ pub(crate) struct Collected {
 
 /// Sorts what `collect` returned into whole points and counts.
 pub(crate) fn collected(raw: RawPoints) -> Collected {
-    let mut out = Collected { excess: (raw.len - raw.items.len()) as u64, ..Collected::default() };
+    let excess = raw.len.saturating_sub(raw.items.len()) as u64;
+    let mut out = Collected { excess, ..Collected::default() };
     for p in raw.items {
         match point(p) {
             Some(p) => out.points.push(p),
