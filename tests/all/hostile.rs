@@ -489,3 +489,159 @@ fn failure_reasons_are_the_hosts_classification_not_the_plugins_words() {
     let last = shadow.last_failure.as_deref().unwrap_or_default();
     assert!(last.starts_with("overflowed its stack"), "{last}");
 }
+
+// ---------------------------------------------------------------------------
+// Copies out of the guest (`tests/fixtures/raw-abi`): answers whose lists all
+// point at the same bytes, so that the guest's memory stays small while an
+// eager lift would materialise millions of strings.
+// ---------------------------------------------------------------------------
+
+/// A manifest entry running the raw-ABI fixture in `mode`.
+fn raw(name: &str, mode: &str) -> Entry {
+    Entry::new(name, fixture("raw_abi.wasm")).config("mode", mode)
+}
+
+/// This process's resident set (`/proc/self/statm`, in pages of 4 KiB).
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// How much the resident set grew while `f` ran, sampled every millisecond
+/// on another thread (an eager copy can be freed again before `f` returns,
+/// and tests running beside this one only ever add to it).
+fn rss_growth<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let before = rss();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = rss();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(rss());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak.max(rss())
+        })
+    };
+    let result = f();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.join().unwrap();
+    (result, peak.saturating_sub(before))
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn aliased_points_past_the_cap_are_counted_not_copied() {
+    // A million points (48 MB of guest memory: the outer list cannot alias)
+    // sharing one labels list of one byte: copying them all would cost the
+    // host ~150 MB; only max_points_per_collect (10 000) are lifted.
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        raw("alias-points", "alias-points").limit("memory_mb = 128"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 100);
+    let (r, grew) = rss_growth(|| t.report().unwrap());
+    neighbour_is_exact(&r, 100);
+    let p = find(&r, "alias-points");
+    assert_eq!(p.state, PluginState::Running, "{p:?}");
+    assert_eq!(p.cost.failures, 0, "{:?}", p.last_failure);
+    assert_eq!(p.cost.excess_points, 1_000_000 - 10_000);
+    assert_eq!(p.cost.invalid_points, 0);
+    assert_eq!(scalar(p, "raw.points"), 10_000.0, "the lifted points are all counted");
+    assert!(grew < (48 + 40) * MIB, "the host grew by {} MiB", grew / MIB);
+}
+
+#[test]
+fn a_labels_list_aliased_millions_of_times_is_invalid_without_a_copy() {
+    // 10 000 points whose labels are all the same list of two million
+    // entries, each the same byte (16 MB of guest memory): 20 billion
+    // strings if lifted. A point has at most 8 labels: each is invalid, and
+    // nothing of its labels is copied.
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        raw("alias-labels", "alias-labels"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 100);
+    let (r, grew) = rss_growth(|| t.report().unwrap());
+    neighbour_is_exact(&r, 100);
+    let p = find(&r, "alias-labels");
+    assert_eq!(p.state, PluginState::Running, "{p:?}");
+    assert_eq!(p.cost.failures, 0, "{:?}", p.last_failure);
+    assert_eq!(p.cost.invalid_points, 10_000);
+    assert_eq!(p.cost.excess_points, 0);
+    assert!(p.metrics.is_empty(), "{:?}", p.metrics);
+    assert!(grew < (16 + 40) * MIB, "the host grew by {} MiB", grew / MIB);
+
+    // It keeps answering the same way, and the neighbour keeps counting.
+    record(&t, 50);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 150);
+    assert_eq!(find(&r, "alias-labels").cost.invalid_points, 20_000);
+}
+
+#[test]
+fn an_info_with_aliased_lists_is_refused_without_a_copy() {
+    // 200 000 metric declarations sharing one name and one list of two
+    // million label keys (25 MB of guest memory; 400 billion strings if
+    // lifted): refused for its count, as today, having lifted 64 of them.
+    let dir = tempfile::tempdir().unwrap();
+    let entries =
+        [Entry::new("http-status", plugin("http_status.wasm")), raw("alias-info", "alias-info")];
+    let (t, grew) = rss_growth(|| {
+        let t = start(dir.path(), &entries);
+        t.plugins().unwrap();
+        t
+    });
+    record(&t, 10);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 10);
+    let p = find(&r, "alias-info");
+    assert_eq!(p.state, PluginState::Refused);
+    let reason = p.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("invalid info: declares 200000 metrics, at most 64"), "{reason}");
+    // Compiling both plugins is part of this: a few tens of MiB.
+    assert!(grew < (25 + 80) * MIB, "the host grew by {} MiB", grew / MIB);
+}
+
+#[test]
+fn a_huge_log_line_is_cut_before_it_is_copied() {
+    // A 16 MiB line, three times per collect; an `é` straddles byte 512, so
+    // the cut falls back to 511 bytes. Invalid UTF-8 inside the prefix
+    // still fails the call, as the canonical ABI requires.
+    sonde_tests::capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [
+        Entry::new("http-status", plugin("http_status.wasm")),
+        raw("huge-log-c7", "huge-log"),
+        raw("bad-utf8-log", "bad-utf8-log").limit("max_failures = 1"),
+    ];
+    let t = start(dir.path(), &entries);
+    record(&t, 10);
+    let r = t.report().unwrap();
+    neighbour_is_exact(&r, 10);
+    let p = find(&r, "huge-log-c7");
+    assert_eq!(p.state, PluginState::Running, "{p:?}");
+    assert_eq!(p.cost.failures, 0, "{:?}", p.last_failure);
+    assert_eq!(scalar(p, "raw.points"), 1.0);
+    let lines = sonde_tests::log_lines("huge-log-c7");
+    let logged: Vec<&String> = lines.iter().filter(|l| l.contains("aaaa")).collect();
+    assert_eq!(logged.len(), 3, "{lines:?}");
+    for line in logged {
+        let longest = line.split(|c| c != 'a').map(str::len).max().unwrap_or(0);
+        assert_eq!(longest, 511, "cut at the character boundary before byte 512");
+        assert!(!line.contains('é') && !line.contains('\u{fffd}'), "{line}");
+    }
+
+    let bad = find(&r, "bad-utf8-log");
+    assert_eq!(bad.state, PluginState::Failed, "{bad:?}");
+    assert_eq!(bad.cost.failure_kinds.other, 1, "{:?}", bad.cost);
+    let last = bad.last_failure.as_deref().unwrap_or_default();
+    assert!(last.contains("utf-8"), "{last}");
+}

@@ -43,6 +43,6 @@ impl PluginStart {
     /// instantiation and the `info` call (what a restart after a trap costs).
     pub fn instantiate(&self) -> Result<(), String> {
         let pre = self.pre.as_ref().ok_or("not loaded")?;
-        instantiate(pre, &self.spec, None).map(drop)
+        instantiate(pre, &self.spec, None).map(drop).map_err(|e| e.to_string())
     }
 }

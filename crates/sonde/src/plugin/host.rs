@@ -5,15 +5,51 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::ResourceLimiter;
+use wasmtime::component::Linker;
+use wasmtime::{ResourceLimiter, StoreContextMut};
 
-use crate::bindings::sonde::collector::{host, types};
+use super::lift::{ConfigKey, Line, Text};
+use crate::bindings::sonde::collector::host;
 
 /// The window of the log budget (`limits.log_lines_per_minute`): lines past
 /// it are dropped and counted, so a chatty plugin cannot fill the host's logs.
 pub(crate) const LOG_WINDOW: Duration = Duration::from_secs(60);
-/// Longest log line kept; longer ones are cut.
+/// Longest log line kept; longer ones are cut, before they are copied out
+/// of the plugin (see `lift::Line`).
 pub(crate) const MAX_LOG_LINE: usize = 512;
+
+/// The interface holding the contract's types (no functions, but a plugin
+/// imports it, so the linker defines it).
+const TYPES_INTERFACE: &str = "sonde:collector/types@0.1.0";
+/// The interface of the functions sonde grants.
+const HOST_INTERFACE: &str = "sonde:collector/host@0.1.0";
+
+/// Defines `log` and `config` for plugins, by hand rather than with the
+/// generated `add_to_linker`: the generated functions lift their string
+/// arguments whole before the host sees them, so a plugin could make the
+/// host copy its whole memory per call. Here a log line is cut to
+/// [`MAX_LOG_LINE`] and a config key longer than any key the manifest may
+/// hold is not copied at all.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.instance(TYPES_INTERFACE)?;
+    let mut host = linker.instance(HOST_INTERFACE)?;
+    host.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, HostState>, (level, line): (host::Level, Line)| {
+            store.data_mut().log(level, &line.0);
+            Ok(())
+        },
+    )?;
+    host.func_wrap(
+        "config",
+        |store: StoreContextMut<'_, HostState>, (key,): (Text<ConfigKey>,)| {
+            // An over-long key names no entry (the manifest refuses such keys).
+            let value = key.fits().and_then(|k| store.data().config.get(k).cloned());
+            Ok((value,))
+        },
+    )?;
+    Ok(())
+}
 
 /// Memories, tables and instances one plugin instance may have. The caps on
 /// bytes and elements below are totals over all of them, so these counts
@@ -146,10 +182,9 @@ impl HostState {
     }
 }
 
-impl types::Host for HostState {}
-
-impl host::Host for HostState {
-    fn log(&mut self, level: host::Level, message: String) {
+impl HostState {
+    /// `log`: a line of at most [`MAX_LOG_LINE`] bytes, within the budget.
+    fn log(&mut self, level: host::Level, message: &str) {
         if self.window_start.elapsed() >= LOG_WINDOW {
             self.window_start = Instant::now();
             self.lines_in_window = 0;
@@ -162,7 +197,7 @@ impl host::Host for HostState {
         // One line, whatever the plugin wrote: CR, LF, ESC and the other
         // controls become visible escapes, so a plugin cannot forge a log
         // line or rewrite the terminal.
-        let line = sonde_core::text::escape_control(super::info::clip_to(&message, MAX_LOG_LINE));
+        let line = sonde_core::text::escape_control(super::info::clip_to(message, MAX_LOG_LINE));
         let plugin = &*self.plugin;
         match level {
             host::Level::Error => tracing::error!(target: "sonde::plugin", plugin, "{line}"),
@@ -170,10 +205,6 @@ impl host::Host for HostState {
             host::Level::Info => tracing::info!(target: "sonde::plugin", plugin, "{line}"),
             host::Level::Debug => tracing::debug!(target: "sonde::plugin", plugin, "{line}"),
         }
-    }
-
-    fn config(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
     }
 }
 

@@ -18,12 +18,13 @@ pub(crate) mod bench;
 mod health;
 mod host;
 mod info;
+mod lift;
 mod series;
 pub(crate) mod shape;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sonde_core::text::escape_control;
@@ -80,10 +81,7 @@ impl Loader {
         ticker: Option<Arc<Ticker>>,
     ) -> wasmtime::Result<Loader> {
         let mut linker = Linker::new(&engine);
-        MetricCollector::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )?;
+        host::add_to_linker(&mut linker)?;
         Ok(Loader { engine, fuel, lanes: crate::compile::Lanes::default(), linker, cache, ticker })
     }
 }
@@ -97,9 +95,16 @@ pub(crate) struct Subscription {
 
 struct Live {
     store: Store<HostState>,
+    /// The generated bindings: `on-events` (a batch is only lowered into
+    /// the guest, nothing is lifted out).
     bindings: MetricCollector,
+    /// `collect`, lifting its result within the plugin's bounds.
+    collect: lift::CollectFunc,
     /// Epoch ticks one call may take (`limits.call_timeout_ms`).
     deadline_ticks: u64,
+    /// `limits.call_timeout_ms`: the wall time one call, its results'
+    /// lift included, may take.
+    timeout: Duration,
     /// Told of every call, so that it ticks while calls run.
     ticker: Option<Arc<Ticker>>,
 }
@@ -252,8 +257,10 @@ impl Plugin {
                     format!("does not match the sonde:collector world: {}", escape_control(&e))
                 },
             )?;
-        let (live, info) = instantiate(&pre, spec, loader.ticker.clone())?;
-        info::validate(&info).map_err(|e| format!("invalid info: {e}"))?;
+        let (live, info) = instantiate(&pre, spec, loader.ticker.clone()).map_err(|e| match e {
+            StartError::Call(e) => e,
+            StartError::Invalid(e) => format!("invalid info: {e}"),
+        })?;
         Ok((pre, live, info, origin))
     }
 
@@ -315,15 +322,30 @@ impl Plugin {
     }
 
     /// Asks the plugin for its deltas and folds them into the series.
+    ///
+    /// Only what the plugin's limits allow is copied out of it: points past
+    /// `max_points_per_collect` are counted as excess without being read,
+    /// points with an over-long label or list as invalid without being
+    /// copied (see `lift`).
     pub(crate) fn collect(&mut self) {
         if !self.is_running() {
             return;
         }
+        let limits = self.spec.limits;
+        let caps = lift::CollectCaps {
+            points: limits.max_points_per_collect as usize,
+            label: limits.max_label_len as usize,
+        };
         let result = self.live.as_mut().map(|live| {
-            run(live, |l| l.bindings.sonde_collector_collector().call_collect(&mut l.store))
+            run(live, |l| {
+                lift::with_caps(caps, || l.collect.call(&mut l.store, ()))
+                    .map(|(points,)| lift::collected(points))
+            })
         });
-        if let Some(points) = self.settle(result) {
-            self.series.apply(points, &mut self.cost);
+        if let Some(collected) = self.settle(result) {
+            self.cost.excess_points += collected.excess;
+            self.cost.invalid_points += collected.invalid;
+            self.series.apply(collected.points, &mut self.cost);
         }
     }
 
@@ -473,6 +495,12 @@ impl Plugin {
 }
 
 /// Runs one call under the deadline; returns its result and the µs it took.
+///
+/// The epoch deadline stops wasm, but not the host code that lifts the
+/// call's results after it returns (nor `f`'s own work on them); so a call
+/// whose whole run took longer than `limits.call_timeout_ms` fails as a
+/// deadline failure too, even if the wasm finished in time. (Without a
+/// ticker, in benchmarks, calls have no deadline.)
 fn run<R>(
     live: &mut Live,
     f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
@@ -487,11 +515,38 @@ fn run<R>(
     }
     let start = Instant::now();
     let result = f(live);
+    let took = start.elapsed();
     if metered {
         let left = live.store.get_fuel().unwrap_or(FUEL_PER_CALL);
         live.store.data_mut().fuel_used += FUEL_PER_CALL - left;
     }
-    (result, u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX))
+    let result = match result {
+        Ok(_) if live.ticker.is_some() && took > live.timeout => Err(past_deadline()),
+        result => result,
+    };
+    (result, u64::try_from(took.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The error of a call that ran past its deadline, as the epoch deadline's
+/// trap reads (so it is classified and described the same way).
+fn past_deadline() -> wasmtime::Error {
+    wasmtime::Error::new(wasmtime::Trap::Interrupt)
+}
+
+/// Why a new instance could not be started.
+enum StartError {
+    /// Instantiating or the `info` call failed (trap, deadline, ...).
+    Call(String),
+    /// `info` answered, but the answer breaks a limit.
+    Invalid(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Call(e) | StartError::Invalid(e) => f.write_str(e),
+        }
+    }
 }
 
 /// The plugin file's bytes: a regular file within `limits.file_mb`, opened
@@ -546,12 +601,13 @@ fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
     Ok(())
 }
 
-/// A new instance in a new Store under `spec`'s limits, and its `info`.
+/// A new instance in a new Store under `spec`'s limits, and its `info`,
+/// lifted within the `info` limits and validated.
 fn instantiate(
     pre: &MetricCollectorPre<HostState>,
     spec: &PluginSpec,
     ticker: Option<Arc<Ticker>>,
-) -> Result<(Live, PluginInfo), String> {
+) -> Result<(Live, PluginInfo), StartError> {
     let limits = &spec.limits;
     // At most 1 GiB by the manifest's range: fits a usize.
     let store_limits = host::Limiter::new(limits.memory_bytes as usize, MAX_PLUGIN_TABLE_ELEMENTS);
@@ -574,18 +630,56 @@ fn instantiate(
     // The same classification as a failed call's (`Failure::of`); a
     // memory or table past the plugin's cap (all of them together) fails
     // the instantiation itself.
-    let describe = |store: &Store<HostState>, e: wasmtime::Error| {
-        Failure::of(&e, store.data().limiter.refused.as_deref(), timeout).reason
+    let reason = |store: &Store<HostState>, e: &wasmtime::Error| {
+        Failure::of(e, store.data().limiter.refused.as_deref(), timeout).reason
     };
-    let bindings = match pre.instantiate(&mut store) {
-        Ok(bindings) => bindings,
-        Err(e) => return Err(format!("could not be instantiated: {}", describe(&store, e))),
+    let instance = match pre.instance_pre().instantiate(&mut store) {
+        Ok(instance) => instance,
+        Err(e) => {
+            let why = reason(&store, &e);
+            return Err(StartError::Call(format!("could not be instantiated: {why}")));
+        }
     };
-    let mut live = Live { store, bindings, deadline_ticks, ticker };
-    match live.bindings.sonde_collector_collector().call_info(&mut live.store) {
-        Ok(info) => Ok((live, info)),
-        Err(e) => Err(format!("`info` failed: {}", describe(&live.store, e))),
+    let failed = |store: &Store<HostState>, e: wasmtime::Error| {
+        StartError::Call(format!("`info` failed: {}", reason(store, &e)))
+    };
+    let bindings = MetricCollector::new(&mut store, &instance).map_err(|e| failed(&store, e))?;
+    let export = |store: &mut Store<HostState>, name: &str| {
+        let interface = instance.get_export_index(&mut *store, None, REQUIRED_EXPORT);
+        instance
+            .get_export_index(&mut *store, interface.as_ref(), name)
+            .ok_or_else(|| StartError::Call(format!("does not export `{name}`")))
+    };
+    let info_index = export(&mut store, "info")?;
+    let collect_index = export(&mut store, "collect")?;
+    let info_fn: lift::InfoFunc = match instance.get_typed_func(&mut store, info_index) {
+        Ok(f) => f,
+        Err(e) => return Err(failed(&store, e)),
+    };
+    let collect = match instance.get_typed_func(&mut store, collect_index) {
+        Ok(f) => f,
+        Err(e) => return Err(failed(&store, e)),
+    };
+    let mut live = Live {
+        store,
+        bindings,
+        collect,
+        deadline_ticks,
+        timeout: Duration::from_millis(timeout),
+        ticker,
+    };
+    let start = Instant::now();
+    let raw = match info_fn.call(&mut live.store, ()) {
+        Ok(raw) => raw,
+        Err(e) => return Err(failed(&live.store, e)),
+    };
+    // The lift ran after the wasm returned, beyond the epoch deadline's reach.
+    if live.ticker.is_some() && start.elapsed() > live.timeout {
+        return Err(failed(&live.store, past_deadline()));
     }
+    let info = lift::plugin_info(raw.0).map_err(StartError::Invalid)?;
+    info::validate(&info).map_err(StartError::Invalid)?;
+    Ok((live, info))
 }
 
 /// The declared event kinds the manifest grants, with their column builders.
