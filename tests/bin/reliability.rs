@@ -10,6 +10,7 @@
 //! sonde-reliability overload [--secs 20] [--threads 4]
 //! sonde-reliability collector [--instances 200] [--reports 10]
 //! sonde-reliability crashes [--kills 30]
+//! sonde-reliability hostile
 //! ```
 
 #![allow(clippy::unwrap_used, reason = "a test runner: a failure is a failed run")]
@@ -31,6 +32,8 @@ use sonde_tests::{
 };
 use uuid::Uuid;
 
+mod hostile;
+
 static HTTP: sonde::EventKind = sonde::EventKind::new(
     "http.request",
     &["method", "route", "status", "duration_us", "user_agent"],
@@ -45,7 +48,11 @@ fn main() {
             collector(flag(&args, "--instances", 200), flag(&args, "--reports", 10))
         }
         Some("crashes") => crashes(flag(&args, "--kills", 30)),
-        _ => Err(anyhow::anyhow!("usage: sonde-reliability faults|overload|collector|crashes")),
+        Some("hostile") => hostile::table(),
+        Some("hostile-case") => hostile::case(args.get(1).map_or("baseline", String::as_str)),
+        _ => Err(anyhow::anyhow!(
+            "usage: sonde-reliability faults|overload|collector|crashes|hostile"
+        )),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

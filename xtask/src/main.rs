@@ -52,10 +52,11 @@ Commands:
   fuzz [--secs N] [TARGET...]
             Run each cargo-fuzz target under fuzz/ for N seconds (default 60);
             a crash is saved to fuzz/regressions/ and fails the command
-  reliability
+  reliability [--only hostile]
             The long reliability runs (endpoint faults with record() latency,
-            overload, collector under load, SIGKILL loop) and the fuzzers;
-            writes RELIABILITY.md
+            overload, collector under load, SIGKILL loop, hostile plugins) and
+            the fuzzers; writes RELIABILITY.md (`--only hostile`: that section
+            alone, in about two minutes)
   bench [--quick]
             Every benchmark (criterion benches/ and the example server under wrk,
             telemetry off and on, with RSS), each beside its peer; rewrites
@@ -397,7 +398,7 @@ struct BuiltPlugin {
 /// The fixtures, and the variants of `hostile` that only a rewrite of its
 /// core module can make: the same plugin with extra linear memories (Rust
 /// never emits a second memory), for the per-plugin memory cap.
-fn build_fixtures(root: &Path) -> Result<Vec<BuiltPlugin>> {
+pub(crate) fn build_fixtures(root: &Path) -> Result<Vec<BuiltPlugin>> {
     let mut built = build_components(root, &FIXTURES)?;
     let core_path = root.join("target").join(WASM_TARGET).join("release/hostile.wasm");
     let core =

@@ -3,7 +3,7 @@
 //! Builds the runner (`tests/bin/reliability.rs`, `sonde-reliability`) and
 //! the crash child in release, runs its sections (endpoint faults with
 //! `record()` latency, overload, collector under load, a SIGKILL loop) and
-//! every fuzz target for a bounded time, and writes RELIABILITY.md at the
+//! every fuzz target for a bounded time, hostile plugins, and writes RELIABILITY.md at the
 //! repository root: the machine, the date, and each figure with the command
 //! that reproduces it. Fails if any section fails its checks or a fuzz
 //! target crashes (the file is written either way).
@@ -29,7 +29,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut b =
         Budget { fault_secs: 5, overload_secs: 30, instances: 200, kills: 30, fuzz_secs: 60 };
     let mut rest = args.iter();
+    let mut only = None;
     while let Some(a) = rest.next() {
+        if a == "--only" {
+            only = Some(rest.next().context("--only needs a section: hostile")?.clone());
+            continue;
+        }
         let slot = match a.as_str() {
             "--fault-secs" => &mut b.fault_secs,
             "--overload-secs" => &mut b.overload_secs,
@@ -42,10 +47,26 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let started = Instant::now();
     crate::print_built(root, &crate::build_components(root, &crate::PLUGINS)?);
+    crate::print_built(root, &crate::build_fixtures(root)?);
     crate::cargo(root, &["build", "--release", "-p", "sonde-tests", "--bins"])?;
     let runner = root.join("target/release/sonde-reliability");
 
-    let sections: [(&str, Vec<String>); 4] = [
+    if let Some(only) = only {
+        if only != "hostile" {
+            bail!("--only takes `hostile` (the other sections run together)");
+        }
+        let (text, ok) = section(root, &runner, HOSTILE, &["hostile".to_string()])?;
+        let path = root.join("RELIABILITY.md");
+        let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Reliability\n\n".into());
+        std::fs::write(&path, splice(&doc, HOSTILE, &text))?;
+        println!("wrote the `{HOSTILE}` section of RELIABILITY.md in {:.0?}", started.elapsed());
+        if !ok {
+            bail!("failed: {HOSTILE} (see RELIABILITY.md)");
+        }
+        return Ok(());
+    }
+
+    let sections: [(&str, Vec<String>); 5] = [
         ("Endpoint faults", vec!["faults".into(), "--secs".into(), b.fault_secs.to_string()]),
         ("Overload", vec!["overload".into(), "--secs".into(), b.overload_secs.to_string()]),
         (
@@ -53,30 +74,15 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             vec!["collector".into(), "--instances".into(), b.instances.to_string()],
         ),
         ("Crashes (SIGKILL)", vec!["crashes".into(), "--kills".into(), b.kills.to_string()]),
+        (HOSTILE, vec!["hostile".into()]),
     ];
     let mut body = String::new();
     let mut failed = Vec::new();
     for (title, args) in &sections {
-        eprintln!("+ sonde-reliability {}", args.join(" "));
-        let out = Command::new(&runner)
-            .args(args)
-            .current_dir(root)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {}", runner.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let _ = writeln!(body, "## {title}\n");
-        let _ = writeln!(
-            body,
-            "Reproduce: `cargo build --release -p sonde-tests --bins && \
-             target/release/sonde-reliability {}`\n",
-            args.join(" ")
-        );
-        body.push_str(text.trim_end());
-        body.push_str("\n\n");
-        if !out.status.success() {
+        let (text, ok) = section(root, &runner, title, args)?;
+        body.push_str(&text);
+        if !ok {
             failed.push(*title);
-            let _ = writeln!(body, "**FAILED** (exit {})\n", out.status);
         }
     }
 
@@ -168,4 +174,49 @@ fn machine() -> String {
         output_of("rustc", &["-V"]),
         output_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
     )
+}
+
+/// The title of the hostile-plugins section (`--only hostile` rewrites it
+/// alone).
+const HOSTILE: &str = "Hostile plugins";
+
+/// Runs one section of the runner; its Markdown (title, how to reproduce,
+/// output) and whether it passed.
+fn section(root: &Path, runner: &Path, title: &str, args: &[String]) -> Result<(String, bool)> {
+    eprintln!("+ sonde-reliability {}", args.join(" "));
+    let out = Command::new(runner)
+        .args(args)
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", runner.display()))?;
+    let mut body = String::new();
+    let _ = writeln!(body, "## {title}\n");
+    let _ = writeln!(
+        body,
+        "Reproduce: `cargo build --release -p sonde-tests --bins && \
+         target/release/sonde-reliability {}`\n",
+        args.join(" ")
+    );
+    body.push_str(String::from_utf8_lossy(&out.stdout).trim_end());
+    body.push_str("\n\n");
+    if !out.status.success() {
+        let _ = writeln!(body, "**FAILED** (exit {})\n", out.status);
+    }
+    Ok((body, out.status.success()))
+}
+
+/// `doc` with its `## title` section replaced by `text` (or, when it has
+/// none, `text` inserted before the fuzzing section, else at the end).
+fn splice(doc: &str, title: &str, text: &str) -> String {
+    let heading = format!("## {title}\n");
+    let next_heading = |from: usize| doc[from..].find("\n## ").map_or(doc.len(), |i| from + i + 1);
+    if let Some(at) = doc.find(&heading) {
+        let end = next_heading(at + heading.len());
+        return format!("{}{text}{}", &doc[..at], &doc[end..]);
+    }
+    match doc.find("## Fuzzing\n") {
+        Some(at) => format!("{}{text}{}", &doc[..at], &doc[at..]),
+        None => format!("{}\n{text}", doc.trim_end()),
+    }
 }
