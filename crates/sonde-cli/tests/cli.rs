@@ -406,3 +406,24 @@ fn plugin_text_reaches_the_terminal_escaped_and_json_exact() {
             .any(|m| m.labels.get("key").map(String::as_str) == Some("k\r\u{1b}[2K\n\u{9b}31m"))
     );
 }
+
+#[test]
+fn check_and_list_share_the_compile_cache_and_write_no_instance_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &example_entries());
+    let from_cache = || {
+        let out = sonde(&["list", "-m", &m, "--format", "json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let plugins: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let plugins = plugins.as_array().unwrap().clone();
+        assert_eq!(plugins.len(), 3);
+        plugins.iter().map(|p| p["from_cache"] == true).collect::<Vec<_>>()
+    };
+    // The first look compiles (and fills the state dir's cache)...
+    let out = sonde(&["check", "-m", &m]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    // ...the next ones load what it compiled.
+    assert_eq!(from_cache(), vec![true; 3]);
+    assert!(dir.path().join("state/cache").is_dir());
+    assert!(!dir.path().join("state/instance_id").exists(), "inspecting is not an instance");
+}

@@ -338,6 +338,11 @@ impl Telemetry {
     /// are dropped, and a changed plugin whose new version fails to load keeps
     /// its old version running. Returns what changed, in words. Only the
     /// `[[plugin]]` entries are reloaded; `[telemetry]` changes need a restart.
+    ///
+    /// Waits until every new or changed plugin has loaded, which may take
+    /// as long as its compile budget (`limits.compile_timeout_secs`): call it
+    /// off an async runtime's workers. The running plugins keep receiving
+    /// events meanwhile; the swap itself happens on the dispatcher thread.
     pub fn reload(&self, manifest: &Manifest) -> Result<Vec<String>, Error> {
         let specs = manifest.plugins.clone();
         self.ask(|reply| Command::Reload(specs, reply))
