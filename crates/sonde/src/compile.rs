@@ -253,6 +253,19 @@ mod imp {
     /// The child: caps its address space, compiles, writes, exits. Never
     /// returns.
     fn child(fd: i32, wasm: &[u8], fuel: bool, budget: Budget) -> ! {
+        // Nothing the child says reaches the host's output: an allocation
+        // that fails under the budget prints a message (and, with
+        // RUST_BACKTRACE set, a backtrace) before it aborts.
+        // SAFETY: open takes a NUL-terminated path; dup2 and close take
+        // descriptors this process owns.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                libc::dup2(null, 1);
+                libc::dup2(null, 2);
+                libc::close(null);
+            }
+        }
         // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number; if the
         // parent thread waiting for us dies, so do we.
         #[cfg(target_os = "linux")]

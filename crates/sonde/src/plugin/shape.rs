@@ -6,14 +6,18 @@
 //! a child process under a budget (`compile.rs`); this walk refuses, in a
 //! single linear pass over the bytes, any component whose shape is past what
 //! real collectors need, naming the limit. Real large collectors measured
-//! here: a JavaScript one built with componentize-js (12 MB, SpiderMonkey)
-//! and a Python one built with componentize-py (18 MB, CPython).
+//! here (a minimal collector for our WIT, built with componentize-py 0.25.1:
+//! 17.5 MiB, and componentize-js 0.23.0: 11.5 MiB): at most 38 core modules,
+//! 110 instances, 1 memory, 2 tables, 13,486 functions, a 427 KB body, 271
+//! locals, blocks nested 781 deep, loops 6 deep, locals² × loop depth
+//! 220,323; the walk takes 0.07-0.14 s. Every limit below has a margin of
+//! 2.6 (modules) or more over them.
 
 use wasmparser::{Encoding, Operator, Parser, Payload};
 
 /// Core modules in one component (nested components included). A Rust
 /// collector has 2-4 (the module, its adapter shims); a Python one built
-/// with componentize-py a few dozen.
+/// with componentize-py 14, or 38 with WASI stubbed out.
 pub(crate) const MAX_MODULES: usize = 100;
 /// Core and component instances a component may create.
 pub(crate) const MAX_INSTANCES: usize = 1_000;
@@ -23,11 +27,11 @@ pub(crate) const MAX_INSTANCES: usize = 1_000;
 pub(crate) const MAX_MEMORIES: usize = 16;
 /// Tables defined across all modules.
 pub(crate) const MAX_TABLES: usize = 100;
-/// Functions defined across all modules: CPython compiled to WebAssembly has
-/// tens of thousands.
+/// Functions defined across all modules: a Python collector (CPython) has
+/// 13,400, a JavaScript one (SpiderMonkey) 12,700.
 pub(crate) const MAX_FUNCTIONS: usize = 200_000;
-/// Bytes of one function body. The largest in CPython's interpreter loop is
-/// a few hundred KB.
+/// Bytes of one function body. The largest in a Python collector (CPython's
+/// interpreter loop) is 427 KB.
 pub(crate) const MAX_FUNCTION_BYTES: usize = 2 << 20;
 /// Locals of one function (the validator's own limit is 50,000).
 pub(crate) const MAX_LOCALS: u64 = 50_000;
