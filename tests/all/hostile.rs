@@ -377,6 +377,12 @@ fn deltas_that_add_up_to_infinity_never_make_a_report_undeliverable() {
         }
         assert_eq!(max.cost.invalid_points, 0, "each delta alone is valid");
     }
+    // The uploader sends on its own interval (300 ms): wait for one report
+    // besides the last one shutdown sends.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while collector.reports(t.instance_id()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     t.shutdown(Duration::from_secs(5));
     let stored = collector.reports(t.instance_id());
     assert!(stored.len() >= 2, "{} reports delivered", stored.len());
