@@ -65,32 +65,66 @@ pub(crate) struct Budget {
 }
 
 /// The compile lanes of one runtime: at most [`MAX_PARALLEL_COMPILES`]
-/// children at once.
+/// children at once, served in ticket order. The dispatcher hands out
+/// tickets as it starts loads, in manifest order, so plugins compile in
+/// that order (whichever loader thread the scheduler runs first), and an
+/// operator can put the plugins that matter first.
 #[derive(Debug, Default)]
 pub(crate) struct Lanes {
-    used: Mutex<usize>,
+    state: Mutex<LaneState>,
     freed: Condvar,
+    next: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    used: usize,
+    /// Tickets of the compiles waiting for a lane.
+    waiting: std::collections::BTreeSet<u64>,
 }
 
 /// A compile lane, released on drop.
 struct Lane<'a>(&'a Lanes);
 
 impl Lanes {
-    fn take(&self) -> Lane<'_> {
-        let mut used = self.used.lock();
-        while *used >= MAX_PARALLEL_COMPILES {
-            self.freed.wait(&mut used);
+    /// The next ticket: a place in the queue for a lane.
+    pub(crate) fn ticket(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take(&self, ticket: u64) -> Lane<'_> {
+        let mut s = self.state.lock();
+        s.waiting.insert(ticket);
+        while s.used >= MAX_PARALLEL_COMPILES || s.waiting.first() != Some(&ticket) {
+            self.freed.wait(&mut s);
         }
-        *used += 1;
+        s.waiting.remove(&ticket);
+        s.used += 1;
+        // The next in line may fit a lane too.
+        self.freed.notify_all();
         Lane(self)
     }
 }
 
 impl Drop for Lane<'_> {
     fn drop(&mut self) {
-        *self.0.used.lock() -= 1;
-        self.0.freed.notify_one();
+        self.0.state.lock().used -= 1;
+        self.0.freed.notify_all();
     }
+}
+
+thread_local! {
+    /// The ticket of the load this thread runs (see [`with_ticket`]).
+    static TICKET: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a plugin's load) with `ticket` as its place in the queue for
+/// a compile lane.
+pub(crate) fn with_ticket<R>(ticket: u64, f: impl FnOnce() -> R) -> R {
+    TICKET.with(|t| t.set(Some(ticket)));
+    let r = f();
+    TICKET.with(|t| t.set(None));
+    r
 }
 
 /// Compiles `wasm` into an artifact for an engine built by
@@ -103,7 +137,8 @@ pub(crate) fn precompile(
     budget: Budget,
     lanes: &Lanes,
 ) -> Result<Vec<u8>, CompileError> {
-    let _lane = lanes.take();
+    let ticket = TICKET.with(std::cell::Cell::get).unwrap_or_else(|| lanes.ticket());
+    let _lane = lanes.take(ticket);
     imp::precompile(wasm, fuel, budget)
 }
 
@@ -360,6 +395,50 @@ mod tests {
         let artifact = precompile(&wasm, false, BUDGET, &Lanes::default()).expect("compiles");
         let engine = crate::engine::new_engine(false).unwrap();
         crate::cache::deserialize(&engine, &artifact).expect("the host engine loads it");
+    }
+
+    #[test]
+    fn lanes_are_taken_in_ticket_order_at_most_two_at_a_time() {
+        use std::sync::{Arc, Mutex as StdMutex};
+        let lanes = Arc::new(Lanes::default());
+        let tickets: Vec<u64> = (0..6).map(|_| lanes.ticket()).collect();
+        let order = Arc::new(StdMutex::new(Vec::new()));
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Hold both lanes while the six waiters line up, in reverse order.
+        let (first, second) = (lanes.take(lanes.ticket()), lanes.take(lanes.ticket()));
+        let handles: Vec<_> = tickets
+            .iter()
+            .rev()
+            .map(|&t| {
+                let (lanes, order, busy) = (lanes.clone(), order.clone(), busy.clone());
+                std::thread::spawn(move || {
+                    let _lane = lanes.take(t);
+                    let now = busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    assert!(now <= MAX_PARALLEL_COMPILES, "{now} lanes in use");
+                    order.lock().unwrap().push(t);
+                    std::thread::sleep(Duration::from_millis(20));
+                    busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+            })
+            .collect();
+        while lanes.state.lock().waiting.len() < tickets.len() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop((first, second));
+        for h in handles {
+            h.join().unwrap();
+        }
+        // Two lanes: a pair may start in either order, pairs in ticket order.
+        let order = order.lock().unwrap().clone();
+        let pairs: Vec<u64> = order
+            .chunks(2)
+            .flat_map(|c| {
+                let mut c = c.to_vec();
+                c.sort_unstable();
+                c
+            })
+            .collect();
+        assert_eq!(pairs, tickets, "served in ticket order: {order:?}");
     }
 
     #[test]

@@ -147,9 +147,11 @@ impl Loads {
         self.pending += 1;
         let (loader, tx) = (Arc::clone(&self.loader), self.tx.clone());
         let (fallback, keep) = (spec.clone(), spec.clone());
+        // Loads compile in the order they start here (manifest order).
+        let ticket = self.loader.lanes().ticket();
         let spawned = std::thread::Builder::new().name("sonde-load".into()).spawn(move || {
             let plugin = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Plugin::load(spec, &loader)
+                crate::compile::with_ticket(ticket, || Plugin::load(spec, &loader))
             }))
             .unwrap_or_else(|_| {
                 Plugin::refused(fallback, "loading it panicked in the host".into())

@@ -84,6 +84,11 @@ impl Loader {
         host::add_to_linker(&mut linker)?;
         Ok(Loader { engine, fuel, lanes: crate::compile::Lanes::default(), linker, cache, ticker })
     }
+
+    /// This runtime's compile lanes.
+    pub(crate) fn lanes(&self) -> &crate::compile::Lanes {
+        &self.lanes
+    }
 }
 
 /// An event kind the plugin both declared and was granted.
