@@ -60,8 +60,9 @@ fn run(manifest: &Manifest, i: u64) {
 /// to reuse. A leak shows as a climb: the highest sample of the last 30
 /// runtimes must stay within 1 MiB of the highest of the 30 before (a leak
 /// of 35 KiB per runtime fails). Without waiting for each runtime's threads
-/// to end, RSS also counts the runtimes still shutting down (the 48 -> 83
-/// MiB over 14 runtimes that the reliability runner once saw).
+/// to end, RSS also counts the runtimes still shutting down: samples then
+/// moved between 27, 39 and 50 MiB, which likely explains the 48 -> 83 MiB
+/// over 14 runtimes that the reliability runner once saw.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_runtime_started_and_dropped_100_times_does_not_grow() {

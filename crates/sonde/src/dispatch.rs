@@ -231,7 +231,7 @@ impl Dispatcher {
         // loading, for a while (see LOAD_HOLD); commands wait.
         let hold = Instant::now() + LOAD_HOLD;
         while d.loads.pending > 0 && Instant::now() < hold && d.ring.len() < capacity / 2 {
-            if let Ok(loaded) = d.loads.rx.recv_timeout(MIN_IDLE) {
+            if let Ok(loaded) = d.loads.rx.recv_timeout(MAX_IDLE) {
                 d.install(loaded);
             }
         }
@@ -334,17 +334,9 @@ impl Dispatcher {
                 }
             }
             Command::StopAll(reason) => {
-                self.stopped = Some(reason.clone());
+                self.stopped = Some(reason);
                 self.drain_now();
-                for p in &mut self.plugins {
-                    if p.is_switchable() {
-                        p.off = Some(Off {
-                            until_unix: FOREVER_UNIX,
-                            reason: reason.clone(),
-                            source: Source::Endpoint,
-                        });
-                    }
-                }
+                self.apply_stop();
             }
         }
     }
@@ -368,13 +360,7 @@ impl Dispatcher {
         } else if let Some(slot) = self.plugins.iter_mut().find(|p| p.load_id == Some(id)) {
             plugin.cost.events_skipped += slot.cost.events_skipped;
             *slot = plugin;
-            if let Some(reason) = &self.stopped {
-                slot.off = Some(Off {
-                    until_unix: FOREVER_UNIX,
-                    reason: reason.clone(),
-                    source: Source::Endpoint,
-                });
-            }
+            self.apply_stop();
             // Routes name plugins by index and subscription: recompute.
             self.routes.clear();
             self.sync_switches();
@@ -386,11 +372,7 @@ impl Dispatcher {
             .is_some_and(|r| r.done.len() == r.ids.iter().flatten().count())
             && let Some(r) = self.loads.reload.take()
         {
-            let changes = self.finish_reload(r.specs, r.done);
-            let _ = r.reply.send(changes);
-            if let Some((specs, reply)) = self.loads.queued.pop_front() {
-                self.begin_reload(specs, reply);
-            }
+            self.finish_reload(r);
         }
         if self.loads.pending == 0 {
             give_back_freed_memory();
@@ -419,35 +401,27 @@ impl Dispatcher {
         if self.loads.reload.as_ref().is_some_and(|r| r.ids.iter().all(Option::is_none))
             && let Some(r) = self.loads.reload.take()
         {
-            let changes = self.finish_reload(r.specs, r.done);
-            let _ = r.reply.send(changes);
+            self.finish_reload(r);
         }
     }
 
     /// Swaps in a new set of plugins: unchanged ones keep running (and
-    /// their numbers), changed or new ones were loaded beside them (`fresh`,
-    /// by load id), and a changed plugin whose new version cannot load keeps
-    /// its old version.
-    fn finish_reload(
-        &mut self,
-        specs: Vec<PluginSpec>,
-        mut fresh: FxHashMap<u64, Plugin>,
-    ) -> Vec<String> {
+    /// their numbers), changed or new ones were loaded beside them (`done`,
+    /// by the load id `ids` gives each spec), and a changed plugin whose new
+    /// version cannot load keeps its old version.
+    fn finish_reload(&mut self, r: PendingReload) {
+        let PendingReload { specs, ids, mut done, reply } = r;
         self.drain_now();
         let mut old: Vec<Option<Plugin>> =
             std::mem::take(&mut self.plugins).into_iter().map(Some).collect();
         let mut changes = Vec::new();
-        let mut loaded = fresh.drain().collect::<Vec<_>>();
-        for spec in specs {
+        for (spec, id) in specs.into_iter().zip(ids) {
             let name = spec.name.clone();
             let previous = old
                 .iter_mut()
                 .find(|p| p.as_ref().is_some_and(|p| p.spec.name == name))
                 .and_then(Option::take);
-            let new = loaded
-                .iter()
-                .position(|(_, p)| p.spec.name == name)
-                .map(|i| loaded.swap_remove(i).1);
+            let new = id.and_then(|id| done.remove(&id));
             match (previous, new) {
                 (Some(mut p), None) => {
                     p.spec = spec; // new line numbers, same plugin
@@ -484,9 +458,28 @@ impl Dispatcher {
         for p in old.into_iter().flatten() {
             changes.push(format!("removed `{}`", p.spec.name));
         }
+        self.apply_stop();
         self.routes.clear();
         self.sync_switches();
-        changes
+        let _ = reply.send(changes);
+        if let Some((specs, reply)) = self.loads.queued.pop_front() {
+            self.begin_reload(specs, reply);
+        }
+    }
+
+    /// After `StopAll`, every plugin that may be switched is off for good,
+    /// those that loaded or were reloaded since included.
+    fn apply_stop(&mut self) {
+        let Some(reason) = &self.stopped else { return };
+        for p in &mut self.plugins {
+            if p.is_switchable() && p.off.as_ref().is_none_or(|o| o.until_unix != FOREVER_UNIX) {
+                p.off = Some(Off {
+                    until_unix: FOREVER_UNIX,
+                    reason: reason.clone(),
+                    source: Source::Endpoint,
+                });
+            }
+        }
     }
 
     /// Applies endpoint directives to the switches; unknown plugins and
