@@ -9,10 +9,17 @@
 //! valgrind --tool=callgrind target/release/examples/dispatch_count 20000
 //! valgrind --tool=callgrind target/release/examples/dispatch_count 80000
 //! ```
+//!
+//! It prints on stdout what the report says each plugin counted, a line
+//! `recorded N events` and one `plugin NAME: delivered D, counted C, state
+//! S` per plugin (C: the totals of its counters and histograms, which for
+//! the example plugins are one per event), and exits with 1 unless every
+//! plugin counted all N: `cargo xtask bench` checks both.
 #![allow(clippy::unwrap_used, reason = "a measuring tool")]
 
 use sonde::Event;
 use sonde_benches::{runtime, server_event};
+use sonde_core::{MetricKind, MetricValue};
 use sonde_tests::example_entries;
 
 fn main() {
@@ -38,7 +45,26 @@ fn main() {
         left -= k;
     }
     let report = t.report().unwrap();
+    println!("recorded {n} events");
+    let mut all = !report.plugins.is_empty();
     for p in &report.plugins {
-        eprintln!("{}: {} events, state {:?}", p.name, p.cost.events, p.state);
+        let counted: f64 = p
+            .metrics
+            .iter()
+            .map(|m| match (&m.kind, &m.value) {
+                (MetricKind::Counter, MetricValue::Scalar { value }) => *value,
+                (MetricKind::Histogram, MetricValue::Histogram { count, .. }) => *count as f64,
+                _ => 0.0,
+            })
+            .sum();
+        println!(
+            "plugin {}: delivered {}, counted {counted}, state {:?}",
+            p.name, p.cost.events, p.state
+        );
+        all &= counted == n as f64;
+    }
+    if !all {
+        eprintln!("dispatch_count: a plugin did not count every event");
+        std::process::exit(1);
     }
 }
