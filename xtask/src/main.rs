@@ -57,10 +57,11 @@ Commands:
             overload, collector under load, SIGKILL loop, hostile plugins) and
             the fuzzers; writes RELIABILITY.md (`--only hostile`: that section
             alone, in about two minutes)
-  bench [--quick]
-            Every benchmark (criterion benches/ and the example server under wrk,
-            telemetry off and on, with RSS), each beside its peer; rewrites
-            BENCHMARKS.md
+  bench [--quick | --server] [--runs N]
+            Every benchmark (criterion benches/ N times, dispatch_count under
+            callgrind, the example server's routes under wrk with sonde off,
+            on and each peer's layer, with RSS), each beside its peers;
+            rewrites BENCHMARKS.md (--server: only the wrk runs, printed)
   scaffold-check
             Scaffold a plugin with `sonde plugin new`, build it and preview it
             (part of `test`)
