@@ -162,8 +162,15 @@ pub fn runtime(dir: &Path, capacity: usize, entries: &[Entry], dispatch: bool) -
     );
     let path = write_manifest(dir, &telemetry, entries);
     let builder = Telemetry::builder(Manifest::load(&path).unwrap());
-    let builder = if dispatch { builder } else { builder.without_dispatcher_for_benchmarks() };
-    builder.start().unwrap()
+    if !dispatch {
+        return builder.without_dispatcher_for_benchmarks().start().unwrap();
+    }
+    let t = builder.start().unwrap();
+    // Plugins load off the dispatcher: without this wait the first events
+    // of a run would be skipped, not dispatched (under valgrind, loading
+    // outlasts a whole `dispatch_count` run).
+    assert!(t.wait_until_loaded(Duration::from_secs(300)).unwrap(), "plugins did not load");
+    t
 }
 
 /// The `http-status` plugin alone.

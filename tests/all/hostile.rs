@@ -150,7 +150,7 @@ fn plugins_that_cannot_be_trusted_are_refused_at_load() {
     let other = find(&r, "other-wit");
     assert_eq!(other.state, PluginState::Refused);
     let reason = other.reason.as_deref().unwrap_or_default();
-    assert!(reason.contains("another version of the sonde:collector WIT"), "{reason}");
+    assert!(reason.contains("another version of the sonde:collector WIT, 0.1.0"), "{reason}");
 }
 
 #[test]

@@ -109,7 +109,7 @@ fn core_modules_garbage_and_other_worlds_are_refused() {
         ("core", "core WebAssembly module, not a component"),
         ("garbage", "not a valid component"),
         ("text", "not a WebAssembly component"),
-        ("other", "does not export `sonde:collector/collector@0.1.0`"),
+        ("other", "does not export `sonde:collector/collector@0.2.0`"),
     ];
     for (name, expected) in cases {
         let (state, reason) = state_of(&t, name);

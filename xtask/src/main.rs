@@ -19,10 +19,10 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Component-level imports a plugin may have: the contract's `host`
 /// interface and the shared `types` interface its functions use.
-const ALLOWED_IMPORTS: [&str; 2] = ["sonde:collector/host@0.1.0", "sonde:collector/types@0.1.0"];
+const ALLOWED_IMPORTS: [&str; 2] = ["sonde:collector/host@0.2.0", "sonde:collector/types@0.2.0"];
 
 /// The export every plugin must have.
-const REQUIRED_EXPORT: &str = "sonde:collector/collector@0.1.0";
+const REQUIRED_EXPORT: &str = "sonde:collector/collector@0.2.0";
 
 /// The workspace of the real plugins, and where their components go.
 const PLUGINS: Workspace =

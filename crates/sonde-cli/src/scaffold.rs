@@ -56,12 +56,13 @@ impl Collector for Plugin {
     }
 
     fn on_events(&mut self, batch: &Batch<'_>) {
-        for status in batch.int(0).iter() {
+        // Each row stands for `weight` identical events (the host merges them).
+        for (status, weight) in batch.int(0).iter().zip(batch.weights()) {
             let class = match status {
                 Some(s @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][(s / 100 - 1) as usize],
                 _ => "other",
             };
-            self.counters.add(0, &[class], 1.0);
+            self.counters.add(0, &[class], weight as f64);
         }
     }
 

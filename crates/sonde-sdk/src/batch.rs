@@ -4,6 +4,13 @@ use crate::bindings::sonde::collector::types::{ColumnData, EventBatch};
 
 /// A read-only view over an [`EventBatch`].
 ///
+/// A batch holds [`Batch::len`] *rows*; row `i` stands for
+/// [`Batch::weight`]`(i)` events that were identical over the fields this
+/// plugin declared (the host merges them, so a plugin reading a few
+/// low-cardinality fields does its work per distinct value). Count events
+/// with the weights, never with the rows: [`Batch::events`] is their sum.
+/// Two rows may carry the same values; add their weights.
+///
 /// Column `i` is field `i` of the event kind's declared `fields`, in declared
 /// order. Asking for a column with the wrong accessor (say [`Batch::int`] on a
 /// string column), or for a column index past the end, never panics: it yields
@@ -31,14 +38,38 @@ impl<'a> Batch<'a> {
         self.raw.kind
     }
 
-    /// Number of events in the batch.
+    /// Number of rows in the batch (each stands for [`Batch::weight`]
+    /// events).
     pub fn len(&self) -> usize {
         self.raw.len as usize
     }
 
-    /// Whether the batch holds no event.
+    /// Whether the batch holds no row.
     pub fn is_empty(&self) -> bool {
         self.raw.len == 0
+    }
+
+    /// How many events row `i` stands for: at least 1 for a row of the
+    /// batch, 0 past its end. A malformed weight of 0 counts as 1 (a row is
+    /// at least one event).
+    pub fn weight(&self, i: usize) -> u64 {
+        if i >= self.len() {
+            return 0;
+        }
+        match self.raw.weights.get(i) {
+            Some(&w) => u64::from(w.max(1)),
+            None => 1,
+        }
+    }
+
+    /// The weight of every row, in order.
+    pub fn weights(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        (0..self.len()).map(|i| self.weight(i))
+    }
+
+    /// The number of events in the batch: the sum of the rows' weights.
+    pub fn events(&self) -> u64 {
+        if self.raw.weights.is_empty() { self.len() as u64 } else { self.weights().sum() }
     }
 
     /// Column `col` as integers. Every entry is missing if the column does not
@@ -139,9 +170,12 @@ impl<'a, T: Copy> NumColumn<'a, T> {
         self.values.get(i).copied()
     }
 
-    /// The values of every event, in order.
+    /// The values of every row, in order.
     pub fn iter(&self) -> impl Iterator<Item = Option<T>> + '_ {
-        (0..self.len).map(|i| self.get(i))
+        let whole = self.missing.is_empty() && self.values.len() >= self.len;
+        let values = if whole { &self.values[..self.len] } else { &[] };
+        let (fast, slow) = if whole { (values, 0..0) } else { (&[][..], 0..self.len) };
+        fast.iter().map(|v| Some(*v)).chain(slow.map(|i| self.get(i)))
     }
 }
 
@@ -211,7 +245,7 @@ impl<'a> StrColumn<'a> {
         self.dict.get(code as usize).copied().flatten()
     }
 
-    /// The values of every event, in order.
+    /// The values of every row, in order.
     pub fn iter(&self) -> impl Iterator<Item = Option<&'a str>> + '_ {
         (0..self.len).map(|i| self.get(i))
     }
@@ -226,7 +260,7 @@ impl<'a> StrColumn<'a> {
     /// # use sonde_sdk::{Batch, Column, ColumnData, EventBatch, RawStrColumn};
     /// # let raw = EventBatch { kind: 0, len: 3, columns: vec![Column {
     /// #     data: ColumnData::Str(RawStrColumn { dict_bytes: b"GETPOST".to_vec(), dict_ends: vec![3, 7], codes: vec![0, 1, u32::MAX] }),
-    /// #     missing: vec![] }] };
+    /// #     missing: vec![] }], weights: vec![] };
     /// let batch = Batch::new(&raw);
     /// let lens: Vec<usize> = batch.str(0).map_distinct(|v| v.map_or(0, str::len)).collect();
     /// assert_eq!(lens, [3, 4, 0]);
@@ -317,6 +351,7 @@ mod tests {
                 Column { data: ColumnData::Int(vec![200, 0, 503, 404]), missing: vec![1] },
                 Column { data: ColumnData::Float(vec![1.5, 2.5, 0.0, 4.0]), missing: vec![2] },
             ],
+            weights: vec![],
         }
     }
 
@@ -336,6 +371,22 @@ mod tests {
         assert_eq!(b.str(0).dict(), &[Some("GET"), Some("POST")]);
         assert_eq!(b.str(0).code(3), Some(0));
         assert_eq!(b.str(0).code(2), None);
+    }
+
+    #[test]
+    fn rows_stand_for_their_weights() {
+        let mut raw = sample();
+        let b = Batch::new(&raw);
+        assert_eq!((b.events(), b.weights().collect::<Vec<_>>()), (4, vec![1, 1, 1, 1]));
+        raw.weights = vec![3, 1, 0, 7];
+        let b = Batch::new(&raw);
+        // A malformed 0 counts as one event.
+        assert_eq!(b.weights().collect::<Vec<_>>(), [3, 1, 1, 7]);
+        assert_eq!((b.events(), b.weight(0), b.weight(4)), (12, 3, 0));
+        // Weights shorter than the rows: the rest weigh one.
+        raw.weights = vec![5];
+        let b = Batch::new(&raw);
+        assert_eq!((b.events(), b.weight(3)), (8, 1));
     }
 
     #[test]
@@ -373,6 +424,7 @@ mod tests {
                     missing: vec![0, 1000],            // out of range index
                 },
             ],
+            weights: vec![],
         };
         let b = Batch::new(&raw);
         let s: Vec<_> = b.str(0).iter().collect();
@@ -390,7 +442,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let raw = EventBatch { kind: 0, len: values.len() as u32, columns: vec![str_col(&values)] };
+        let raw = EventBatch {
+            kind: 0,
+            len: values.len() as u32,
+            columns: vec![str_col(&values)],
+            weights: vec![],
+        };
         let b = Batch::new(&raw);
         let mut calls = 0;
         let col = b.str(0);
@@ -415,6 +472,7 @@ mod tests {
                 data: ColumnData::Int((0..len as i64).collect()),
                 missing: (0..len).filter(|i| i % 7 == 0).collect(),
             }],
+            weights: vec![],
         };
         let b = Batch::new(&raw);
         let col = b.int(0);

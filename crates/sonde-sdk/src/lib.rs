@@ -1,7 +1,7 @@
 //! Write sonde metric collectors in Rust.
 //!
 //! A sonde collector is a WebAssembly component, built for
-//! `wasm32-unknown-unknown`, that implements the `sonde:collector@0.1.0` WIT
+//! `wasm32-unknown-unknown`, that implements the `sonde:collector@0.2.0` WIT
 //! contract (`wit/collector.wit` in the sonde repository). The host feeds it
 //! columnar batches of events and periodically asks it for metric *deltas*.
 //! This crate holds:

@@ -259,6 +259,57 @@ impl Histograms {
         self.record(metric, labels, values.into_iter().map(|v| (v, 1)));
     }
 
+    /// Records every `(value, n)` of `values`, `n` observations of `value`
+    /// each, in histogram `metric` with `labels`, finding the series once:
+    /// [`Histograms::observe_all`] for weighted rows (`Batch::weight`).
+    /// Non-finite values and zero counts are skipped.
+    pub fn observe_weighted(
+        &mut self,
+        metric: u32,
+        labels: &[&str],
+        values: impl IntoIterator<Item = (f64, u64)>,
+    ) {
+        self.record(metric, labels, values);
+    }
+
+    /// Adds observations already sorted into buckets to one series:
+    /// `buckets[i]` observations in bucket `i` (the layout of
+    /// [`HistogramDelta::buckets`]: one per bound, then the overflow bucket),
+    /// `sum` their total. For a plugin that buckets values itself, in a loop
+    /// of its own, and records each series once per batch.
+    ///
+    /// Ignored if `metric` was not declared, `buckets` has not one entry per
+    /// bucket, no bucket holds an observation, or `sum` is not finite.
+    pub fn add_buckets(&mut self, metric: u32, labels: &[&str], buckets: &[u64], sum: f64) {
+        let Some(bounds) = self.bounds.get(&metric) else {
+            return;
+        };
+        let count: u64 = buckets.iter().sum();
+        if buckets.len() != bounds.len() + 1 || count == 0 || !sum.is_finite() {
+            return;
+        }
+        self.series.update(
+            metric,
+            labels,
+            || HistogramDelta { buckets: vec![0; buckets.len()], count: 0, sum: 0.0 },
+            |h| {
+                for (slot, n) in h.buckets.iter_mut().zip(buckets) {
+                    *slot += n;
+                }
+                h.count += count;
+                h.sum += sum;
+            },
+        );
+    }
+
+    /// The bucket histogram `metric` puts `value` in (the first bound `b`
+    /// with `value <= b`, or the overflow bucket); `None` if `metric` was not
+    /// declared or `value` is NaN or infinite.
+    pub fn bucket_of(&self, metric: u32, value: f64) -> Option<usize> {
+        let bounds = self.bounds.get(&metric)?;
+        value.is_finite().then(|| bounds.partition_point(|b| *b < value))
+    }
+
     /// Adds `(value, times)` observations to one series, skipping non-finite
     /// values and zero counts; makes no series if nothing is left.
     fn record(
@@ -437,6 +488,53 @@ mod tests {
         all.drain(&mut b);
         assert_eq!(a, b);
         assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn observe_weighted_equals_n_observes_per_value() {
+        let rows = [(50.0, 3), (100.0, 0), (f64::NAN, 2), (300.0, 1), (120.0, 4)];
+        let (mut each, mut weighted) = (Histograms::new(), Histograms::new());
+        for h in [&mut each, &mut weighted] {
+            h.declare(1, &[100.0, 250.0]);
+        }
+        for (v, n) in rows {
+            for _ in 0..n {
+                each.observe(1, &["r"], v);
+            }
+        }
+        weighted.observe_weighted(1, &["r"], rows);
+        weighted.observe_weighted(1, &["zero"], [(1.0, 0)]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        each.drain(&mut a);
+        weighted.drain(&mut b);
+        assert_eq!(a, b);
+        assert_eq!(b.len(), 1, "no series for zero counts");
+    }
+
+    #[test]
+    fn add_buckets_equals_observing_each_value() {
+        let values = [50.0, 100.0, 101.0, 250.0, 251.0, 1e9];
+        let (mut each, mut bucketed) = (Histograms::new(), Histograms::new());
+        for h in [&mut each, &mut bucketed] {
+            h.declare(1, &[100.0, 250.0]);
+        }
+        let mut buckets = [0; 3];
+        for v in values {
+            each.observe(1, &["r"], v);
+            buckets[bucketed.bucket_of(1, v).unwrap()] += 1;
+        }
+        assert_eq!(buckets, [2, 2, 2]);
+        bucketed.add_buckets(1, &["r"], &buckets, values.iter().sum());
+        // Wrong length, nothing in any bucket, undeclared metric: ignored.
+        bucketed.add_buckets(1, &["short"], &[1, 2], 3.0);
+        bucketed.add_buckets(1, &["empty"], &[0, 0, 0], 0.0);
+        bucketed.add_buckets(7, &["r"], &[1, 0, 0], 1.0);
+        assert_eq!(bucketed.bucket_of(1, f64::NAN), None);
+        assert_eq!(bucketed.bucket_of(7, 1.0), None);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        each.drain(&mut a);
+        bucketed.drain(&mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -122,7 +122,13 @@ mod tests {
         }
 
         fn on_events(&mut self, batch: &Batch<'_>) {
-            let sum: i64 = batch.int(0).iter().flatten().sum();
+            // Each row stands for its weight in events.
+            let sum: i64 = batch
+                .int(0)
+                .iter()
+                .zip(batch.weights())
+                .filter_map(|(v, w)| v.map(|v| v * w as i64))
+                .sum();
             self.counters.add(0, &[], sum as f64);
         }
 
@@ -142,6 +148,7 @@ mod tests {
             kind: 0,
             len: 3,
             columns: vec![Column { data: ColumnData::Int(vec![1, 2, 3]), missing: vec![2] }],
+            weights: vec![2, 1, 1],
         };
         thread_local! {
             static STATE: std::cell::RefCell<Option<Count>> = const { std::cell::RefCell::new(None) };
@@ -150,7 +157,8 @@ mod tests {
         super::on_events::<Count>(&STATE, batch);
         let out = super::collect::<Count>(&STATE);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].value, MetricValue::Counter(6.0));
+        // Rows 1 (weight 2) and 2 (weight 1), twice: (1 * 2 + 2) * 2.
+        assert_eq!(out[0].value, MetricValue::Counter(8.0));
         assert!(super::collect::<Count>(&STATE).is_empty());
     }
 

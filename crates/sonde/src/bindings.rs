@@ -17,7 +17,7 @@ pub(crate) use self::sonde::collector::types::{
 
 /// The interfaces a collector may import: the world's own, nothing else.
 pub(crate) const ALLOWED_IMPORTS: &[&str] =
-    &["sonde:collector/host@0.1.0", "sonde:collector/types@0.1.0"];
+    &["sonde:collector/host@0.2.0", "sonde:collector/types@0.2.0"];
 
 /// The interface a collector must export.
-pub(crate) const REQUIRED_EXPORT: &str = "sonde:collector/collector@0.1.0";
+pub(crate) const REQUIRED_EXPORT: &str = "sonde:collector/collector@0.2.0";

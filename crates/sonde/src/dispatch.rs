@@ -20,7 +20,7 @@ use sonde_core::{Directive, MAX_DIRECTIVE_METRICS, PluginReport, PluginSpec};
 
 use crate::event::{EventKind, Slot};
 use crate::overview::PluginOverview;
-use crate::plugin::{BATCH_SIZE, Loader, Plugin};
+use crate::plugin::{BATCH_SIZE, KindBatch, Loader, Plugin, View};
 use crate::ring::Ring;
 use crate::switches::{FOREVER_UNIX, Off, Source, Switches, unix};
 use sonde_core::PluginState;
@@ -168,12 +168,19 @@ impl Loads {
     }
 }
 
-/// Which subscription of which plugin an event kind feeds, and where each
-/// declared field sits in the kind.
+/// A subscription an event kind feeds: the plugin, its subscription
+/// (`None` for a plugin still loading, which only counts what it misses),
+/// and the view that builds its batches.
 struct Route {
     plugin: usize,
-    sub: usize,
-    fields: Vec<Option<u8>>,
+    sub: Option<(usize, View)>,
+}
+
+/// An event kind's pending events, in one batch shared by every
+/// subscription to the kind, and where they go.
+struct KindRoutes {
+    shared: KindBatch,
+    routes: Vec<Route>,
 }
 
 pub(crate) struct Dispatcher {
@@ -337,6 +344,7 @@ impl Dispatcher {
                 self.stopped = Some(reason);
                 self.drain_now();
                 self.apply_stop();
+                self.reroute();
             }
         }
     }
@@ -357,12 +365,14 @@ impl Dispatcher {
             if let Some(r) = self.loads.reload.as_mut() {
                 r.done.insert(id, plugin);
             }
-        } else if let Some(slot) = self.plugins.iter_mut().find(|p| p.load_id == Some(id)) {
+        } else if let Some(at) = self.plugins.iter().position(|p| p.load_id == Some(id)) {
+            // What is pending goes to the plugins as they were.
+            self.send_partial();
+            let slot = &mut self.plugins[at];
             plugin.cost.events_skipped += slot.cost.events_skipped;
             *slot = plugin;
             self.apply_stop();
             // Routes name plugins by index and subscription: recompute.
-            self.routes.clear();
             self.sync_switches();
         }
         if self
@@ -459,7 +469,6 @@ impl Dispatcher {
             changes.push(format!("removed `{}`", p.spec.name));
         }
         self.apply_stop();
-        self.routes.clear();
         self.sync_switches();
         let _ = reply.send(changes);
         if let Some((specs, reply)) = self.loads.queued.pop_front() {
@@ -584,8 +593,10 @@ impl Dispatcher {
         }
     }
 
-    /// Mirrors the switches onto the plugins.
+    /// Mirrors the switches onto the plugins, and recomputes the routes
+    /// (a plugin switched off costs no batch building).
     fn sync_switches(&mut self) {
+        self.send_partial();
         for p in &mut self.plugins {
             if p.off.as_ref().is_some_and(|o| o.until_unix == FOREVER_UNIX) {
                 continue; // stopped for good
@@ -600,6 +611,7 @@ impl Dispatcher {
             p.off = off;
             p.muted = self.switches.metrics.get(&p.spec.name).cloned().unwrap_or_default();
         }
+        self.routes.clear();
     }
 
     /// Everything recorded before this call reaches the plugins.
@@ -627,32 +639,47 @@ impl Dispatcher {
     }
 
     fn dispatch(&mut self, event: &Slot) {
-        let kind = event.kind();
-        let plugins = &mut self.plugins;
-        for r in self.routes.of(kind, plugins) {
-            let plugin = &mut plugins[r.plugin];
-            if !plugin.is_running() {
-                if plugin.is_restarting() {
-                    plugin.cost.events_skipped += 1;
-                }
-                continue;
-            }
-            let builder = &mut plugin.subs[r.sub].builder;
-            builder.push(event, &r.fields);
-            if builder.len() >= BATCH_SIZE {
-                plugin.deliver(r.sub);
-            }
+        let set = self.routes.of(event.kind(), &self.plugins);
+        set.shared.push(event);
+        if set.shared.len() >= BATCH_SIZE {
+            deliver(set, &mut self.plugins);
         }
     }
 
     /// Sends every non-empty batch.
     fn send_partial(&mut self) {
-        for p in &mut self.plugins {
-            for sub in 0..p.subs.len() {
-                p.deliver(sub);
-            }
+        for set in &mut self.routes.sets {
+            deliver(set, &mut self.plugins);
         }
     }
+
+    /// Sends what is pending, then forgets every route: the plugins, their
+    /// states or their switches changed.
+    fn reroute(&mut self) {
+        self.send_partial();
+        self.routes.clear();
+    }
+}
+
+/// Sends a kind's pending events to each subscription (a plugin that is
+/// not running only counts them, as skipped, if it is loading or about to
+/// restart), then empties the shared batch.
+fn deliver(set: &mut KindRoutes, plugins: &mut [Plugin]) {
+    let events = set.shared.len() as u64;
+    if events == 0 {
+        return;
+    }
+    for r in &mut set.routes {
+        let plugin = &mut plugins[r.plugin];
+        match &mut r.sub {
+            Some((sub, view)) if plugin.is_running() => {
+                plugin.deliver(*sub, view.build(&set.shared), events);
+            }
+            _ if plugin.is_restarting() => plugin.cost.events_skipped += events,
+            _ => {}
+        }
+    }
+    set.shared.clear();
 }
 
 /// Returns the heap that loading plugins freed to the system. Compiling a
@@ -697,13 +724,13 @@ fn thread_cpu_time() -> Option<Duration> {
 struct Routes {
     /// Index into `sets` by the kind's address (Fx: no untrusted keys).
     index: FxHashMap<usize, usize>,
-    sets: Vec<Vec<Route>>,
+    sets: Vec<KindRoutes>,
     /// The last kind looked up (its address, 0 for none) and its set.
     last: (usize, usize),
 }
 
 impl Routes {
-    fn of(&mut self, kind: &'static EventKind, plugins: &[Plugin]) -> &[Route] {
+    fn of(&mut self, kind: &'static EventKind, plugins: &[Plugin]) -> &mut KindRoutes {
         let key = kind as *const EventKind as usize;
         if self.last.0 != key {
             let next = self.sets.len();
@@ -713,37 +740,46 @@ impl Routes {
             }
             self.last = (key, set);
         }
-        &self.sets[self.last.1]
+        &mut self.sets[self.last.1]
     }
 
-    /// Forgets every route (the plugins changed).
+    /// Forgets every route (pending events must have been sent).
     fn clear(&mut self) {
         *self = Routes::default();
     }
 }
 
-fn routes_for(kind: &EventKind, plugins: &[Plugin]) -> Vec<Route> {
+/// The routes of `kind`: every subscription to it of a plugin that is not
+/// switched off, and every plugin still loading that was granted it.
+fn routes_for(kind: &EventKind, plugins: &[Plugin]) -> KindRoutes {
+    let mut shared = KindBatch::new();
     let mut routes = Vec::new();
     for (pi, p) in plugins.iter().enumerate() {
         // A plugin still loading has no subscriptions yet: a route to it
-        // only counts the events it misses (`dispatch` never delivers to a
-        // plugin that is not running).
+        // only counts the events it misses.
         if p.state == PluginState::Loading && p.spec.events.iter().any(|e| e == kind.name()) {
-            routes.push(Route { plugin: pi, sub: usize::MAX, fields: Vec::new() });
+            routes.push(Route { plugin: pi, sub: None });
+        }
+        if p.off.is_some() {
+            continue;
         }
         for (si, s) in p.subs.iter().enumerate() {
             if s.kind == kind.name() {
-                let fields = s
+                let columns = s
                     .fields
                     .iter()
-                    // MAX_FIELDS is 8: an index fits a u8.
-                    .map(|f| kind.field_index(f).map(|i| i as u8))
+                    .zip(&s.types)
+                    // MAX_FIELDS is 8: an index fits a u8; a kind has at
+                    // most MAX_FIELDS fields of three types, which always
+                    // fit the union.
+                    .filter_map(|(f, t)| shared.column((kind.field_index(f).map(|i| i as u8), *t)))
                     .collect();
-                routes.push(Route { plugin: pi, sub: si, fields });
+                let view = View::new(s.index, columns, &shared);
+                routes.push(Route { plugin: pi, sub: Some((si, view)) });
             }
         }
     }
-    routes
+    KindRoutes { shared, routes }
 }
 
 #[cfg(test)]
@@ -757,7 +793,7 @@ mod tests {
     fn routes_are_computed_once_per_kind_and_forgotten_on_clear() {
         let mut routes = Routes::default();
         for kind in [&A, &B, &A, &A, &B] {
-            assert!(routes.of(kind, &[]).is_empty());
+            assert!(routes.of(kind, &[]).routes.is_empty());
         }
         assert_eq!((routes.sets.len(), routes.index.len()), (2, 2));
         assert_eq!(

@@ -80,8 +80,10 @@ impl Collector for HttpStatus {
         let mut tally = [[0u64; CLASSES.len()]; METHODS.len() + 1];
         let statuses = batch.int(STATUS);
         let methods = batch.str(METHOD);
-        for (i, m) in methods.map_distinct(method_index).enumerate() {
-            tally[m][class_index(statuses.get(i))] += 1;
+        // Each row stands for its weight in requests (identical method and
+        // status arrive merged).
+        for (i, (m, n)) in methods.map_distinct(method_index).zip(batch.weights()).enumerate() {
+            tally[m][class_index(statuses.get(i))] += n;
         }
         for (m, row) in tally.iter().enumerate() {
             let method = METHODS.get(m).copied().unwrap_or("OTHER");

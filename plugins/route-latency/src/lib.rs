@@ -52,9 +52,16 @@ pub struct RouteLatency {
     /// The configured route templates, deduplicated, in config order.
     routes: Vec<String>,
     histograms: Histograms,
-    /// Per route label (the last is `other`), the current batch's durations;
-    /// kept between batches for their capacity.
-    groups: Vec<Vec<f64>>,
+    /// Per route label (the last is `other`), the current batch's
+    /// observations, bucketed; kept between batches.
+    groups: Vec<Group>,
+}
+
+/// One route's observations in the current batch.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    buckets: [u64; BOUNDS.len() + 1],
+    sum: f64,
 }
 
 impl RouteLatency {
@@ -116,16 +123,26 @@ impl Collector for RouteLatency {
         // time).
         let durations = batch.int(DURATION_US);
         let routes = batch.str(ROUTE);
-        self.groups.resize_with(self.routes.len() + 1, Vec::new);
-        for (i, r) in routes.map_distinct(|r| self.label(r)).enumerate() {
-            if let Some(d) = durations.get(i).filter(|d| *d >= 0) {
-                self.groups[r].push(d as f64);
+        self.groups.resize_with(self.routes.len() + 1, Group::default);
+        // Rows are weighted: identical (route, duration) requests arrive
+        // merged.
+        let rows =
+            routes.map_distinct(|r| self.label(r)).zip(durations.iter()).zip(batch.weights());
+        for ((r, d), n) in rows {
+            if let Some(d) = d.filter(|d| *d >= 0)
+                && let Some(group) = self.groups.get_mut(r)
+            {
+                let d = d as f64;
+                // The histogram's own rule (`Histograms::bucket_of`), inlined.
+                group.buckets[BOUNDS.partition_point(|b| *b < d)] += n;
+                group.sum += d * n as f64;
             }
         }
         for (r, group) in self.groups.iter_mut().enumerate() {
-            if !group.is_empty() {
+            if group.buckets.iter().any(|&n| n > 0) {
                 let label = self.routes.get(r).map_or(OTHER, String::as_str);
-                self.histograms.observe_all(DURATION, &[label], group.drain(..));
+                self.histograms.add_buckets(DURATION, &[label], &group.buckets, group.sum);
+                *group = Group::default();
             }
         }
     }
@@ -148,6 +165,7 @@ mod tests {
         assert_eq!(p.routes, ["/a", "/b/{id}"]);
         // routes: /a, /b/{id}, /raw/path/123, missing, /a
         // durations: 50, 300, 2_000_000, 100, missing
+        // weights: 1, 2, 1, 3, 1 (rows stand for that many requests)
         let raw = EventBatch {
             kind: 0,
             len: 5,
@@ -165,6 +183,7 @@ mod tests {
                     missing: vec![4],
                 },
             ],
+            weights: vec![1, 2, 1, 3, 1],
         };
         p.on_events(&Batch::new(&raw));
         let mut out = Vec::new();
@@ -181,8 +200,8 @@ mod tests {
             got,
             [
                 ("/a", hist(&[(0, 1)], 1, 50.0)),
-                ("/b/{id}", hist(&[(2, 1)], 1, 300.0)),
-                ("other", hist(&[(0, 1), (13, 1)], 2, 2_000_100.0)),
+                ("/b/{id}", hist(&[(2, 2)], 2, 600.0)),
+                ("other", hist(&[(0, 3), (13, 1)], 4, 2_000_300.0)),
             ]
         );
     }

@@ -51,6 +51,8 @@
 //! requests of that family while it was in the top set. The ranking restarts
 //! with the instance (a plugin restart forgets the cumulative counts).
 
+use std::collections::BTreeMap;
+
 use sonde_sdk::{
     Batch, Collector, Counters, EventDecl, FieldType, MetricDecl, MetricPoint, PluginInfo,
     config_parse,
@@ -109,6 +111,30 @@ fn classify(user_agent: Option<&str>) -> usize {
     FAMILIES.iter().position(|f| *f == family).unwrap_or(OTHER)
 }
 
+/// User agents whose family is remembered across batches: a server sees the
+/// same few hundred strings again and again, and classifying one (lowercase,
+/// some thirty substring searches) costs tens of thousands of instructions.
+/// When full, the cache is emptied and fills again: bounded by this many
+/// entries of at most the host's per-event text limit each.
+const MAX_CACHED: usize = 1024;
+
+/// [`classify`] through `cache`.
+fn classify_cached(cache: &mut BTreeMap<Box<str>, u8>, user_agent: Option<&str>) -> usize {
+    let Some(ua) = user_agent else {
+        return classify(None);
+    };
+    if let Some(&family) = cache.get(ua) {
+        return usize::from(family);
+    }
+    let family = classify(Some(ua));
+    if cache.len() >= MAX_CACHED {
+        cache.clear();
+    }
+    // Fewer than 256 families: fits a u8.
+    cache.insert(ua.into(), family as u8);
+    family
+}
+
 /// The collector's state.
 #[derive(Debug)]
 pub struct UserAgent {
@@ -118,11 +144,18 @@ pub struct UserAgent {
     total: [u64; FAMILIES.len()],
     /// Requests per family since the last `collect`.
     window: [u64; FAMILIES.len()],
+    /// Families of recently seen user agents (see [`MAX_CACHED`]).
+    cache: BTreeMap<Box<str>, u8>,
 }
 
 impl UserAgent {
     fn with_top_n(top_n: usize) -> Self {
-        Self { top_n, total: [0; FAMILIES.len()], window: [0; FAMILIES.len()] }
+        Self {
+            top_n,
+            total: [0; FAMILIES.len()],
+            window: [0; FAMILIES.len()],
+            cache: BTreeMap::new(),
+        }
     }
 
     /// Which families are reported by name now: the `top_n` with the highest
@@ -162,9 +195,14 @@ impl Collector for UserAgent {
     }
 
     fn on_events(&mut self, batch: &Batch<'_>) {
-        for family in batch.str(USER_AGENT).map_distinct(classify) {
-            self.window[family] += 1;
-            self.total[family] += 1;
+        // Each row stands for its weight in requests (identical user agents
+        // arrive merged).
+        let cache = &mut self.cache;
+        let agents = batch.str(USER_AGENT);
+        let families = agents.map_distinct(|ua| classify_cached(cache, ua));
+        for (family, n) in families.zip(batch.weights()) {
+            self.window[family] += n;
+            self.total[family] += n;
         }
     }
 
@@ -191,6 +229,23 @@ mod tests {
 
     fn family(ua: &str) -> &'static str {
         FAMILIES[classify(Some(ua))]
+    }
+
+    #[test]
+    fn the_cache_gives_what_classify_gives_and_stays_bounded() {
+        let mut cache = BTreeMap::new();
+        let agents = ["curl/8.5.0", "Mozilla/5.0 (X11; rv:120.0) Gecko/20100101 Firefox/120.0"];
+        for i in 0..3 * MAX_CACHED {
+            let ua = format!("{} {i}", agents[i % 2]);
+            for _ in 0..2 {
+                assert_eq!(classify_cached(&mut cache, Some(&ua)), classify(Some(&ua)), "{ua}");
+            }
+            assert!(cache.len() <= MAX_CACHED);
+        }
+        assert_eq!(classify_cached(&mut cache, None), classify(None));
+        // A family cached for one string is never given to another.
+        assert_eq!(family("curl/8.5.0 7"), "curl");
+        assert_eq!(FAMILIES[classify_cached(&mut cache, Some("curl/8.5.0 7"))], "curl");
     }
 
     #[test]

@@ -20,9 +20,9 @@ pub(crate) const MAX_LOG_LINE: usize = 512;
 
 /// The interface holding the contract's types (no functions, but a plugin
 /// imports it, so the linker defines it).
-const TYPES_INTERFACE: &str = "sonde:collector/types@0.1.0";
+const TYPES_INTERFACE: &str = "sonde:collector/types@0.2.0";
 /// The interface of the functions sonde grants.
-const HOST_INTERFACE: &str = "sonde:collector/host@0.1.0";
+const HOST_INTERFACE: &str = "sonde:collector/host@0.2.0";
 
 /// Defines `log` and `config` for plugins, by hand rather than with the
 /// generated `add_to_linker`: the generated functions lift their string

@@ -32,12 +32,13 @@ use sonde_core::{DisabledMetric, PluginCost, PluginReport, PluginSpec, PluginSta
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
-pub(crate) use self::batch::{BATCH_SIZE, BatchBuilder};
+pub(crate) use self::batch::{BATCH_SIZE, KindBatch, View};
 use self::health::{AfterFailure, Failure, FailureKind, Health};
 use self::host::HostState;
 use self::series::Series;
 use crate::bindings::{
-    ALLOWED_IMPORTS, MetricCollector, MetricCollectorPre, PluginInfo, REQUIRED_EXPORT,
+    ALLOWED_IMPORTS, EventBatch, FieldType, MetricCollector, MetricCollectorPre, PluginInfo,
+    REQUIRED_EXPORT,
 };
 use crate::cache::{CompileCache, Origin};
 use crate::engine::{EPOCH_TICK, FUEL_PER_CALL, Ticker};
@@ -94,8 +95,10 @@ impl Loader {
 /// An event kind the plugin both declared and was granted.
 pub(crate) struct Subscription {
     pub(crate) kind: String,
+    /// The declared kind's index in the plugin's `info`.
+    pub(crate) index: u32,
     pub(crate) fields: Vec<String>,
-    pub(crate) builder: BatchBuilder,
+    pub(crate) types: Vec<FieldType>,
 }
 
 struct Live {
@@ -301,29 +304,18 @@ impl Plugin {
         }
     }
 
-    /// Sends the pending batch of subscription `sub`, then empties it.
-    pub(crate) fn deliver(&mut self, sub: usize) {
-        let Some(s) = self.subs.get(sub) else { return };
-        let len = s.builder.len() as u64;
-        if len == 0 {
+    /// Sends `batch`, built for subscription `sub` from `events` events.
+    pub(crate) fn deliver(&mut self, sub: usize, batch: &EventBatch, events: u64) {
+        if sub >= self.subs.len() || !self.is_running() {
             return;
         }
-        if self.is_restarting() {
-            self.cost.events_skipped += len;
-        }
-        if self.is_running() {
-            self.cost.events += len;
-            let subs = &self.subs;
-            let result = self.live.as_mut().map(|live| {
-                run(live, |l| {
-                    l.bindings
-                        .sonde_collector_collector()
-                        .call_on_events(&mut l.store, subs[sub].builder.batch())
-                })
-            });
-            self.settle(result);
-        }
-        self.subs[sub].builder.clear();
+        self.cost.events += events;
+        let result = self.live.as_mut().map(|live| {
+            run(live, |l| {
+                l.bindings.sonde_collector_collector().call_on_events(&mut l.store, batch)
+            })
+        });
+        self.settle(result);
     }
 
     /// Asks the plugin for its deltas and folds them into the series.
@@ -580,14 +572,16 @@ fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         if name.starts_with("sonde:collector/") && !ALLOWED_IMPORTS.contains(&name) {
+            let built_for = name.rsplit_once('@').map_or("an unversioned contract", |(_, v)| v);
             return Err(format!(
-                "was built against another version of the sonde:collector WIT (it imports `{}`); this host speaks sonde:collector@0.1.0",
+                "was built against another version of the sonde:collector WIT, {} (it imports `{}`); this host speaks sonde:collector@0.2.0: rebuild the plugin with the current sonde-sdk",
+                escape_control(info::clip_to(built_for, 40)),
                 escape_control(info::clip_to(name, 200))
             ));
         }
         if !ALLOWED_IMPORTS.contains(&name) {
             return Err(format!(
-                "imports `{}`, which sonde never grants (plugins may import only sonde:collector/host@0.1.0)",
+                "imports `{}`, which sonde never grants (plugins may import only sonde:collector/host@0.2.0)",
                 escape_control(info::clip_to(name, 200))
             ));
         }
@@ -687,20 +681,18 @@ fn instantiate(
     Ok((live, info))
 }
 
-/// The declared event kinds the manifest grants, with their column builders.
+/// The declared event kinds the manifest grants.
 fn subscriptions(info: &PluginInfo, granted: &[String]) -> Vec<Subscription> {
     info.events
         .iter()
         .enumerate()
         .filter(|(_, e)| granted.contains(&e.kind))
-        .map(|(i, e)| {
-            let types: Vec<_> = e.fields.iter().map(|f| f.type_).collect();
-            Subscription {
-                kind: e.kind.clone(),
-                fields: e.fields.iter().map(|f| f.name.clone()).collect(),
-                // At most MAX_EVENT_DECLS kinds: fits a u32.
-                builder: BatchBuilder::new(i as u32, &types),
-            }
+        .map(|(i, e)| Subscription {
+            kind: e.kind.clone(),
+            // At most MAX_EVENT_DECLS kinds: fits a u32.
+            index: i as u32,
+            fields: e.fields.iter().map(|f| f.name.clone()).collect(),
+            types: e.fields.iter().map(|f| f.type_).collect(),
         })
         .collect()
 }
