@@ -397,6 +397,36 @@ impl Slot {
         })
     }
 
+    /// The bytes of string field `index`; `None` unless it holds a string.
+    #[inline]
+    pub(crate) fn text(&self, index: usize) -> Option<&[u8]> {
+        let v = *self.values.get(index)?;
+        if self.tags[index] != Tag::Str {
+            return None;
+        }
+        let start = (v >> 16) as usize;
+        self.text.get(start..start + (v & 0xffff) as usize)
+    }
+
+    /// The bits of integer field `index`; `None` unless it holds an int.
+    #[inline]
+    pub(crate) fn int_bits(&self, index: usize) -> Option<u64> {
+        let v = *self.values.get(index)?;
+        (self.tags[index] == Tag::Int).then_some(v)
+    }
+
+    /// The bits of field `index` read as a float (an int converts); `None`
+    /// unless it holds a number.
+    #[inline]
+    pub(crate) fn float_bits(&self, index: usize) -> Option<u64> {
+        let v = *self.values.get(index)?;
+        match self.tags[index] {
+            Tag::Float => Some(v),
+            Tag::Int => Some((v as i64 as f64).to_bits()),
+            Tag::Absent | Tag::Str => None,
+        }
+    }
+
     /// The value of the field at `index`, strings as their bytes: the
     /// dispatcher copies them into batches as bytes, so it skips checking
     /// that they are UTF-8 (they are: written from a `&str`, cut at a char

@@ -15,7 +15,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::bindings::{Column, ColumnData, EventBatch, FieldType, StrColumn};
 use crate::event::MAX_FIELDS;
-use crate::event::{Raw, Slot};
+use crate::event::Slot;
 
 /// Events per batch. Large enough that the fixed cost of a call (~200 ns)
 /// is noise per event, small enough that a batch's columns stay in cache.
@@ -213,9 +213,21 @@ const _: () = assert!(MAX_UNION <= 32);
 struct UnionColumn {
     field: Option<u8>,
     ty: FieldType,
+    /// How [`KindBatch::push`] reads it, decided once.
+    read: Read,
     values: Vec<u64>,
     /// String columns only.
     dict: Dict,
+}
+
+/// What a union column takes from a slot: field `usize` as a string, an
+/// int or a float, or nothing (the kind has no such field).
+#[derive(Clone, Copy)]
+enum Read {
+    Str(usize),
+    Int(usize),
+    Float(usize),
+    Absent,
 }
 
 /// The events of one kind since the last delivery, in the union of the
@@ -247,9 +259,16 @@ impl KindBatch {
         if self.columns.len() >= MAX_UNION {
             return None;
         }
+        let read = match key {
+            (Some(i), FieldType::Str) => Read::Str(usize::from(i)),
+            (Some(i), FieldType::Int) => Read::Int(usize::from(i)),
+            (Some(i), FieldType::Float) => Read::Float(usize::from(i)),
+            (None, _) => Read::Absent,
+        };
         self.columns.push(UnionColumn {
             field: key.0,
             ty: key.1,
+            read,
             values: Vec::with_capacity(BATCH_SIZE),
             dict: Dict::default(),
         });
@@ -266,22 +285,17 @@ impl KindBatch {
     pub(crate) fn push(&mut self, event: &Slot) {
         let mut missing = 0u32;
         for (c, column) in self.columns.iter_mut().enumerate() {
-            let value = column.field.and_then(|i| event.raw(usize::from(i)));
-            let bits = match (column.ty, value) {
-                (FieldType::Int, Some(Raw::Int(x))) => x as u64,
-                (FieldType::Float, Some(Raw::Float(x))) => x.to_bits(),
-                (FieldType::Float, Some(Raw::Int(x))) => (x as f64).to_bits(),
-                (FieldType::Str, Some(Raw::Text(x))) => u64::from(column.dict.intern(x)),
-                (FieldType::Str, _) => {
-                    missing |= 1 << c;
-                    u64::from(MISSING_CODE)
-                }
-                _ => {
-                    missing |= 1 << c;
-                    0
-                }
+            let bits = match column.read {
+                Read::Str(i) => event.text(i).map(|x| u64::from(column.dict.intern(x))),
+                Read::Int(i) => event.int_bits(i),
+                Read::Float(i) => event.float_bits(i),
+                Read::Absent => None,
             };
-            column.values.push(bits);
+            column.values.push(bits.unwrap_or_else(|| {
+                missing |= 1 << c;
+                // Strings mark a missing value by its code.
+                if column.ty == FieldType::Str { u64::from(MISSING_CODE) } else { 0 }
+            }));
         }
         self.missing.push(missing);
         self.any_missing |= missing;
