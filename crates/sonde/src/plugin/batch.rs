@@ -333,8 +333,11 @@ pub(crate) struct View {
     /// The union columns' bits in a row's missing mask.
     bits: u32,
     batch: EventBatch,
-    /// Merge table: output row + 1 per slot, 0 for empty.
+    /// Merge table: output row + 1 per slot, 0 for empty (all empty
+    /// between builds).
     table: Vec<u32>,
+    /// The slots of `table` the current build filled.
+    slots: Vec<u32>,
     /// The shared row each merged output row copies.
     rows: Vec<u32>,
     /// Single string column: output row + 1 per dictionary code (the last
@@ -367,6 +370,7 @@ impl View {
             bits,
             batch: EventBatch { kind, len: 0, columns: out, weights: Vec::new() },
             table: Vec::new(),
+            slots: Vec::new(),
             rows: Vec::new(),
             by_code: Vec::new(),
         }
@@ -432,9 +436,20 @@ impl View {
     fn merge_rows(&mut self, shared: &KindBatch) -> usize {
         if self.table.len() != TABLE {
             self.table = vec![0; TABLE];
-        } else {
-            self.table.fill(0);
         }
+        let merged = self.merge_rows_into_table(shared);
+        // Empty the table again, slot by slot: the rows it took are usually a
+        // few dozen of its 2,048 slots.
+        for &slot in &self.slots {
+            self.table[slot as usize] = 0;
+        }
+        self.slots.clear();
+        merged
+    }
+
+    /// [`View::merge_rows`] on an empty table, noting each slot it fills in
+    /// `self.slots`.
+    fn merge_rows_into_table(&mut self, shared: &KindBatch) -> usize {
         let values: [&[u64]; MAX_UNION] = std::array::from_fn(|i| {
             self.columns
                 .get(i)
@@ -458,6 +473,7 @@ impl View {
                     self.rows.push(row as u32);
                     self.batch.weights.push(1);
                     self.table[slot] = self.rows.len() as u32;
+                    self.slots.push(slot as u32);
                     break;
                 }
                 let first = self.rows[out as usize - 1] as usize;
