@@ -63,8 +63,8 @@ impl<'a> Batch<'a> {
     }
 
     /// The weight of every row, in order.
-    pub fn weights(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
-        (0..self.len()).map(|i| self.weight(i))
+    pub fn weights(&self) -> Weights<'a> {
+        Weights { weights: self.raw.weights.iter(), left: self.len() }
     }
 
     /// The number of events in the batch: the sum of the rows' weights.
@@ -171,13 +171,77 @@ impl<'a, T: Copy> NumColumn<'a, T> {
     }
 
     /// The values of every row, in order.
-    pub fn iter(&self) -> impl Iterator<Item = Option<T>> + '_ {
-        let whole = self.missing.is_empty() && self.values.len() >= self.len;
-        let values = if whole { &self.values[..self.len] } else { &[] };
-        let (fast, slow) = if whole { (values, 0..0) } else { (&[][..], 0..self.len) };
-        fast.iter().map(|v| Some(*v)).chain(slow.map(|i| self.get(i)))
+    pub fn iter(&self) -> NumIter<'_, T> {
+        let values = &self.values[..self.values.len().min(self.len)];
+        NumIter { values: values.iter(), missing: &self.missing, row: 0, len: self.len }
     }
 }
+
+/// Iterator returned by [`NumColumn::iter`]: one `Option` per row.
+#[derive(Debug, Clone)]
+pub struct NumIter<'c, T> {
+    /// The values of the rows not yet read (fewer than the rows if the
+    /// column is short: those read as missing).
+    values: std::slice::Iter<'c, T>,
+    missing: &'c [u64],
+    row: usize,
+    len: usize,
+}
+
+impl<T: Copy> Iterator for NumIter<'_, T> {
+    type Item = Option<T>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Option<T>> {
+        let row = self.row;
+        if row >= self.len {
+            return None;
+        }
+        self.row = row + 1;
+        let value = self.values.next().copied();
+        if !self.missing.is_empty()
+            && self.missing.get(row / 64).is_some_and(|word| word & (1 << (row % 64)) != 0)
+        {
+            return Some(None);
+        }
+        Some(value)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.len - self.row;
+        (left, Some(left))
+    }
+}
+
+impl<T: Copy> ExactSizeIterator for NumIter<'_, T> {}
+
+/// Iterator returned by [`Batch::weights`]: each row's weight (at least 1).
+#[derive(Debug, Clone)]
+pub struct Weights<'a> {
+    /// The weights not yet read; empty when every row is 1.
+    weights: std::slice::Iter<'a, u32>,
+    left: usize,
+}
+
+impl Iterator for Weights<'_> {
+    type Item = u64;
+
+    #[inline]
+    fn next(&mut self) -> Option<u64> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // No weights: every row is one event; a malformed 0 reads as 1.
+        Some(self.weights.next().map_or(1, |&w| u64::from(w.max(1))))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Weights<'_> {}
 
 /// A string column of a [`Batch`], dictionary-encoded: each event refers to
 /// one of the batch's distinct values by its code.
@@ -289,14 +353,21 @@ pub struct MapDistinct<'c, 'a, T> {
 impl<T: Clone> Iterator for MapDistinct<'_, '_, T> {
     type Item = T;
 
+    #[inline]
     fn next(&mut self) -> Option<T> {
-        if self.next >= self.column.len {
+        let i = self.next;
+        if i >= self.column.len {
             return None;
         }
-        let i = self.next;
-        self.next += 1;
-        let mapped =
-            self.column.code(i).and_then(|c| self.table.get(c as usize)).unwrap_or(&self.none);
+        self.next = i + 1;
+        // The table has one entry per dictionary value: a code past it (or
+        // the missing code) maps to `none`, as `StrColumn::code` reads it.
+        let mapped = self
+            .column
+            .codes
+            .get(i)
+            .and_then(|&c| self.table.get(c as usize))
+            .unwrap_or(&self.none);
         Some(mapped.clone())
     }
 

@@ -103,7 +103,9 @@ mod host;
 mod metrics;
 mod plugin;
 
-pub use batch::{Batch, FloatColumn, IntColumn, MapDistinct, NumColumn, StrColumn};
+pub use batch::{
+    Batch, FloatColumn, IntColumn, MapDistinct, NumColumn, NumIter, StrColumn, Weights,
+};
 pub use bindings::export_collector;
 pub use bindings::exports::sonde::collector::collector::Guest;
 pub use bindings::sonde::collector::host::Level;

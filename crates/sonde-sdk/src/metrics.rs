@@ -521,7 +521,7 @@ mod tests {
         let mut buckets = [0; 3];
         for v in values {
             each.observe(1, &["r"], v);
-            buckets[bucketed.bucket_of(1, v).unwrap()] += 1;
+            buckets[bucketed.bucket_of(1, v).expect("a finite value")] += 1;
         }
         assert_eq!(buckets, [2, 2, 2]);
         bucketed.add_buckets(1, &["r"], &buckets, values.iter().sum());
