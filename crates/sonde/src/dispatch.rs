@@ -640,6 +640,10 @@ impl Dispatcher {
 
     fn dispatch(&mut self, event: &Slot) {
         let set = self.routes.of(event.kind(), &self.plugins);
+        if set.routes.is_empty() {
+            // No plugin subscribes to this kind, or is loading with it granted.
+            return;
+        }
         set.shared.push(event);
         if set.shared.len() >= BATCH_SIZE {
             deliver(set, &mut self.plugins);
