@@ -769,17 +769,20 @@ fn routes_for(kind: &EventKind, plugins: &[Plugin]) -> KindRoutes {
         }
         for (si, s) in p.subs.iter().enumerate() {
             if s.kind == kind.name() {
-                let columns = s
+                let columns: Option<Vec<u8>> = s
                     .fields
                     .iter()
                     .zip(&s.types)
-                    // MAX_FIELDS is 8: an index fits a u8; a kind has at
-                    // most MAX_FIELDS fields of three types, which always
-                    // fit the union.
-                    .filter_map(|(f, t)| shared.column((kind.field_index(f).map(|i| i as u8), *t)))
+                    // MAX_FIELDS is 8: an index fits a u8; every (field,
+                    // type) a kind can be asked for fits the union.
+                    .map(|(f, t)| shared.column((kind.field_index(f).map(|i| i as u8), *t)))
                     .collect();
-                let view = View::new(s.index, columns, &shared);
-                routes.push(Route { plugin: pi, sub: Some((si, view)) });
+                // A column missing would shift every later one: no batch
+                // rather than a wrong one (cannot happen, see above).
+                if let Some(columns) = columns {
+                    let view = View::new(s.index, columns, &shared);
+                    routes.push(Route { plugin: pi, sub: Some((si, view)) });
+                }
             }
         }
     }

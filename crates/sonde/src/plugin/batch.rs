@@ -201,9 +201,10 @@ fn load4(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Union columns of one kind: one per (field, type) some subscription
-/// declared. Every field of every kind fits (`MAX_FIELDS` fields, three
-/// types), so a row's missing columns fit a `u32` mask.
-const MAX_UNION: usize = 3 * MAX_FIELDS;
+/// declared. Every key there can be fits: `MAX_FIELDS` fields and the
+/// fields the kind lacks (one key, `None`), each in three types; so a
+/// row's missing columns fit a `u32` mask.
+const MAX_UNION: usize = 3 * (MAX_FIELDS + 1);
 const _: () = assert!(MAX_UNION <= 32);
 
 /// One union column: the field's index in the event kind (`None` when the
@@ -251,7 +252,7 @@ impl KindBatch {
     }
 
     /// The union column for `key`, added if new; `None` past
-    /// [`MAX_UNION`] (cannot happen: a kind has at most `MAX_FIELDS` fields).
+    /// [`MAX_UNION`] (cannot happen: that is every key a kind has).
     pub(crate) fn column(&mut self, key: ColumnKey) -> Option<u8> {
         if let Some(c) = self.columns.iter().position(|c| (c.field, c.ty) == key) {
             return Some(c as u8);
@@ -776,6 +777,25 @@ mod tests {
         }
         let batch = v.build(&shared);
         assert_eq!(batch.len as usize, BATCH_SIZE);
+    }
+
+    #[test]
+    fn every_field_in_every_type_and_every_lacking_field_gets_a_column() {
+        static WIDE: EventKind =
+            EventKind::new("wide", &["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7"]);
+        assert_eq!(WIDE.fields().len(), MAX_FIELDS);
+        let mut shared = KindBatch::new();
+        let mut keys: Vec<ColumnKey> = (0..MAX_FIELDS as u8)
+            .map(Some)
+            .chain([None])
+            .flat_map(|f| [FieldType::Str, FieldType::Int, FieldType::Float].map(|t| (f, t)))
+            .collect();
+        // Plugins declaring the same keys again add nothing.
+        keys.extend(keys.clone());
+        let columns: Vec<Option<u8>> = keys.iter().map(|&k| shared.column(k)).collect();
+        assert!(columns.iter().all(Option::is_some), "{columns:?}");
+        assert_eq!(shared.columns.len(), MAX_UNION);
+        assert_eq!(columns[..MAX_UNION], columns[MAX_UNION..]);
     }
 
     #[test]
