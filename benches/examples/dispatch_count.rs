@@ -26,14 +26,20 @@ use sonde_tests::example_entries;
 
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(20_000, |a| a.parse().unwrap());
-    let dir = tempfile::tempdir().unwrap();
+    // `DISPATCH_COUNT_DIR=<dir>`: the manifest and state directory there,
+    // so that a first run's compile cache serves the next (under valgrind
+    // a plugin then loads from the cache instead of compiling in a child
+    // process that valgrind also runs).
+    let temp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("DISPATCH_COUNT_DIR").map_or(temp.path().to_owned(), Into::into);
+    std::fs::create_dir_all(&dir).unwrap();
     // `ONLY=<plugin>` runs one of the three.
     let only = std::env::var("ONLY").ok();
     let entries: Vec<_> = example_entries()
         .into_iter()
         .filter(|e| only.as_ref().is_none_or(|o| *o == e.name))
         .collect();
-    let t = runtime(dir.path(), 65_536, &entries, true);
+    let t = runtime(&dir, 65_536, &entries, true);
     let uniform = std::env::args().nth(2).is_some_and(|a| a == "uniform");
     let events: Vec<Event> =
         (0..10_000).map(|i| server_event(if uniform { 0 } else { i })).collect();
@@ -67,8 +73,11 @@ fn main() {
             })
             .sum();
         println!(
-            "plugin {}: delivered {}, counted {counted}, state {:?}",
-            p.name, p.cost.events, p.state
+            "plugin {}: delivered {}, counted {counted}, state {:?}{}",
+            p.name,
+            p.cost.events,
+            p.state,
+            p.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
         );
         all &= counted == (n + WARM_UP) as f64;
     }

@@ -472,6 +472,26 @@ fn callgrind(root: &Path, valgrind: &Path, uniform: bool) -> Result<PerEvent> {
     let dir = root.join("target/bench/callgrind");
     std::fs::create_dir_all(&dir)?;
     let mode = if uniform { "uniform" } else { "varying" };
+    // One run outside valgrind first, into a state directory the measured
+    // runs share: they then load the plugins from its compile cache. Under
+    // valgrind each compile runs in a forked child that valgrind runs too,
+    // 50 times slower and with valgrind's own memory inside the compile
+    // budget; on a loaded machine a plugin was refused that way.
+    let state = dir.join(format!("state.{mode}"));
+    let _ = std::fs::remove_dir_all(&state);
+    let mut warm = Command::new(&exe);
+    warm.arg("1000").env("DISPATCH_COUNT_DIR", &state).env_remove("ONLY");
+    if uniform {
+        warm.arg("uniform");
+    }
+    let out = warm.output()?;
+    ensure!(
+        out.status.success(),
+        "dispatch_count (filling the compile cache) failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut runs = Vec::new();
     for n in CALLGRIND_EVENTS {
         eprintln!("callgrind: dispatch_count, {n} events, {mode}");
@@ -484,7 +504,11 @@ fn callgrind(root: &Path, valgrind: &Path, uniform: bool) -> Result<PerEvent> {
         if uniform {
             cmd.arg("uniform");
         }
-        let out = cmd.env_remove("ONLY").env("SONDE_LOG", "error").output()?;
+        let out = cmd
+            .env_remove("ONLY")
+            .env("SONDE_LOG", "error")
+            .env("DISPATCH_COUNT_DIR", &state)
+            .output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         ensure!(
             out.status.success(),
