@@ -67,6 +67,12 @@ impl<'a> Batch<'a> {
         Weights { weights: self.raw.weights.iter(), left: self.len() }
     }
 
+    /// Whether every row stands for one event (the host merged nothing):
+    /// a loop over the rows may then leave the weights out.
+    pub fn is_unweighted(&self) -> bool {
+        self.raw.weights.is_empty()
+    }
+
     /// The number of events in the batch: the sum of the rows' weights.
     pub fn events(&self) -> u64 {
         if self.raw.weights.is_empty() { self.len() as u64 } else { self.weights().sum() }
@@ -168,6 +174,14 @@ impl<'a, T: Copy> NumColumn<'a, T> {
             return None;
         }
         self.values.get(i).copied()
+    }
+
+    /// Every row's value as one slice, when no row lacks the field (and the
+    /// column is well formed): the fast path for a loop over a per-event
+    /// field such as a duration. `None` when some row is missing; use
+    /// [`NumColumn::iter`] then.
+    pub fn complete(&self) -> Option<&'a [T]> {
+        if self.missing.is_empty() { self.values.get(..self.len) } else { None }
     }
 
     /// The values of every row, in order.
@@ -296,6 +310,26 @@ impl<'a> StrColumn<'a> {
     /// The value of event `i`, or `None` if the event lacks the field.
     pub fn get(&self, i: usize) -> Option<&'a str> {
         self.code(i).and_then(|c| self.dict_value(c))
+    }
+
+    /// Every row's dictionary code, as sent: an index into
+    /// [`StrColumn::dict`], or any code past it (4294967295 for a row that
+    /// lacks the field) to be read as missing. With a table built once per
+    /// batch from [`StrColumn::dict`], the fast path for a tight loop:
+    ///
+    /// ```
+    /// # use sonde_sdk::{Batch, Column, ColumnData, EventBatch, RawStrColumn};
+    /// # let raw = EventBatch { kind: 0, len: 3, columns: vec![Column {
+    /// #     data: ColumnData::Str(RawStrColumn { dict_bytes: b"GETPOST".to_vec(), dict_ends: vec![3, 7], codes: vec![0, 1, u32::MAX] }),
+    /// #     missing: vec![] }], weights: vec![] };
+    /// let column = Batch::new(&raw).str(0);
+    /// let lens: Vec<usize> = column.dict().iter().map(|v| v.map_or(0, str::len)).collect();
+    /// let per_row: Vec<usize> =
+    ///     column.codes().iter().map(|&c| lens.get(c as usize).copied().unwrap_or(0)).collect();
+    /// assert_eq!(per_row, [3, 4, 0]);
+    /// ```
+    pub fn codes(&self) -> &'a [u32] {
+        &self.codes[..self.codes.len().min(self.len)]
     }
 
     /// The distinct values of the batch, indexed by code. `None` marks an

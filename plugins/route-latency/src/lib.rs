@@ -124,19 +124,29 @@ impl Collector for RouteLatency {
         let durations = batch.int(DURATION_US);
         let routes = batch.str(ROUTE);
         self.groups.resize_with(self.routes.len() + 1, Group::default);
-        // Rows are weighted: identical (route, duration) requests arrive
-        // merged.
-        let rows =
-            routes.map_distinct(|r| self.label(r)).zip(durations.iter()).zip(batch.weights());
-        for ((r, d), n) in rows {
-            if let Some(d) = d.filter(|d| *d >= 0)
-                && let Some(group) = self.groups.get_mut(r)
-            {
-                let d = d as f64;
-                // The histogram's own rule (`Histograms::bucket_of`), inlined.
-                group.buckets[BOUNDS.partition_point(|b| *b < d)] += n;
-                group.sum += d * n as f64;
+        let codes = routes.codes();
+        if let Some(durations) = durations.complete()
+            && batch.is_unweighted()
+            && codes.len() == durations.len()
+        {
+            // The usual batch (durations vary, so the host merged nothing):
+            // one row per request, every duration present. A plain loop over
+            // the codes and durations (callgrind: ~100 instructions per
+            // event fewer than the general loop below).
+            let labels: Vec<usize> = routes.dict().iter().map(|r| self.label(*r)).collect();
+            let other = self.routes.len();
+            for (&code, &d) in codes.iter().zip(durations) {
+                let r = labels.get(code as usize).copied().unwrap_or(other);
+                if d >= 0
+                    && let Some(group) = self.groups.get_mut(r)
+                {
+                    let d = d as f64;
+                    group.buckets[BOUNDS.partition_point(|b| *b < d)] += 1;
+                    group.sum += d;
+                }
             }
+        } else {
+            self.add_rows(batch);
         }
         for (r, group) in self.groups.iter_mut().enumerate() {
             if group.buckets.iter().any(|&n| n > 0) {
@@ -152,12 +162,87 @@ impl Collector for RouteLatency {
     }
 }
 
+impl RouteLatency {
+    /// Adds any batch's rows to the groups: weighted rows, missing fields.
+    fn add_rows(&mut self, batch: &Batch<'_>) {
+        let durations = batch.int(DURATION_US);
+        let routes = batch.str(ROUTE);
+        // Rows are weighted: identical (route, duration) requests arrive
+        // merged.
+        let rows =
+            routes.map_distinct(|r| self.label(r)).zip(durations.iter()).zip(batch.weights());
+        for ((r, d), n) in rows {
+            if let Some(d) = d.filter(|d| *d >= 0)
+                && let Some(group) = self.groups.get_mut(r)
+            {
+                let d = d as f64;
+                // The histogram's own rule (`Histograms::bucket_of`), inlined.
+                group.buckets[BOUNDS.partition_point(|b| *b < d)] += n;
+                group.sum += d * n as f64;
+            }
+        }
+    }
+}
+
 sonde_sdk::export_plugin!(RouteLatency);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sonde_sdk::{Column, ColumnData, EventBatch, HistogramDelta, MetricValue, RawStrColumn};
+
+    #[test]
+    fn the_plain_loop_counts_what_the_weighted_one_does() {
+        // The same requests as an unweighted batch (the plain loop) and with
+        // explicit weights of one (the general loop).
+        let routes = ["/a", "/b", "/zzz", "/a", "/b", "/a"];
+        let durations = [50, 300, 2_000_000, -5, 100, 99_999];
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for r in ["/a", "/b", "/zzz"] {
+            bytes.extend_from_slice(r.as_bytes());
+            ends.push(bytes.len() as u32);
+        }
+        let codes = routes
+            .iter()
+            .map(|r| {
+                ["/a", "/b", "/zzz"].iter().position(|d| d == r).expect("in the dictionary") as u32
+            })
+            .collect();
+        let raw = |weights: Vec<u32>| EventBatch {
+            kind: 0,
+            len: routes.len() as u32,
+            columns: vec![
+                Column {
+                    data: ColumnData::Str(RawStrColumn {
+                        dict_bytes: bytes.clone(),
+                        dict_ends: ends.clone(),
+                        codes: Vec::clone(&codes),
+                    }),
+                    missing: vec![],
+                },
+                Column { data: ColumnData::Int(durations.to_vec()), missing: vec![] },
+            ],
+            weights,
+        };
+        let run = |raw: EventBatch| {
+            let mut p = RouteLatency::with_routes(vec!["/a".into(), "/b".into()]);
+            p.on_events(&Batch::new(&raw));
+            let mut out = Vec::new();
+            p.collect(&mut out);
+            out
+        };
+        let plain = run(raw(vec![]));
+        assert_eq!(plain, run(raw(vec![1; routes.len()])));
+        let counted: u64 = plain
+            .iter()
+            .map(|pt| match &pt.value {
+                MetricValue::Histogram(h) => h.count,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(counted, 5, "every request but the negative duration");
+    }
 
     #[test]
     fn unknown_and_missing_routes_fold_into_other() {
