@@ -7,6 +7,7 @@ mod bench;
 mod output;
 mod pin;
 mod scaffold;
+mod sent;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,25 @@ enum Command {
         /// Events to record first, one JSON object a line.
         #[arg(short, long, value_name = "FILE.jsonl")]
         events: Option<PathBuf>,
+    },
+    /// List every request that left this host (the record kept in the state
+    /// directory: time, endpoint, size, answer), or print one exactly as sent.
+    Sent {
+        #[command(flatten)]
+        common: Common,
+        /// Only the newest N requests.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Print request ID (`last`: the newest) decompressed, exactly as the
+        /// endpoint decoded it; redirect it to keep the exact bytes.
+        #[arg(long, value_name = "ID")]
+        show: Option<String>,
+        /// With --show: the gzip bytes exactly as they went on the wire.
+        #[arg(long, requires = "show", conflicts_with = "answer")]
+        gzip: bool,
+        /// With --show: the endpoint's answer (its body, at most 64 KiB).
+        #[arg(long, requires = "show")]
+        answer: bool,
     },
     /// Run one plugin in the production host configuration over events and
     /// print its cost: time per event, batch latency percentiles, peak memory.
@@ -145,6 +165,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bench::bench(&common, &plugin, &events, min_events)
         }
         Command::Send { common, events } => send(&common, events.as_deref()),
+        Command::Sent { common, last, show, gzip, answer } => {
+            let part = match (gzip, answer) {
+                (true, _) => sent::Part::Gzip,
+                (_, true) => sent::Part::Answer,
+                _ => sent::Part::Body,
+            };
+            sent::sent(&common, last, show.as_deref(), part)
+        }
     }
 }
 
