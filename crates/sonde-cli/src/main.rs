@@ -4,6 +4,7 @@
 //! plugin in `check`); 2 bad usage or an unreadable manifest or events file.
 
 mod bench;
+mod consent;
 mod output;
 mod pin;
 mod scaffold;
@@ -29,7 +30,10 @@ struct Cli {
 enum Command {
     /// Validate the manifest and every plugin (hash, imports, declared schema).
     Check(Common),
-    /// Write the current SHA-256 of each plugin file into the manifest.
+    /// Write the current SHA-256 of each plugin file into the manifest, once
+    /// its declared events, fields and metrics are accepted: a plugin whose
+    /// declarations grew since its last pin is shown and pinned only with
+    /// `--accept`. Writes nothing into a manifest `check` would refuse.
     Pin {
         /// The manifest.
         #[arg(short, long, value_name = "FILE")]
@@ -37,6 +41,10 @@ enum Command {
         /// Only pin this plugin (repeatable).
         #[arg(long = "plugin", value_name = "NAME")]
         plugins: Vec<String>,
+        /// Accept declarations that grew (new event kinds, fields, metrics
+        /// or label keys) and pin anyway.
+        #[arg(long)]
+        accept: bool,
     },
     /// List every plugin: allowed, denied or refused and why, with its metrics.
     List(Common),
@@ -156,7 +164,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check(c) => check(&c),
-        Command::Pin { manifest, plugins } => pin::pin(&manifest, &plugins),
+        Command::Pin { manifest, plugins, accept } => pin::pin(&manifest, &plugins, accept),
         Command::List(c) => list(&c),
         Command::Preview { common, events, otlp } => preview(&common, &events, otlp),
         Command::Status(c) => status(&c),
@@ -212,17 +220,37 @@ fn inspect(manifest: Manifest) -> Result<Vec<sonde::PluginOverview>> {
 fn check(c: &Common) -> Result<ExitCode> {
     let manifest = load(&c.manifest)?;
     let plugins = inspect(manifest)?;
+    let accepted = consent::Accepted::load(&c.manifest)?;
+    // Each running plugin's declarations against those accepted at its pin.
+    let declarations: Vec<serde_json::Value> = plugins
+        .iter()
+        .filter(|p| p.state == PluginState::Running)
+        .map(|p| {
+            let now = consent::Declarations::of(p);
+            let (status, changes) = match accepted.plugins.get(&p.name) {
+                None => ("unrecorded", Vec::new()),
+                Some(a) => {
+                    let changes = consent::diff(&a.declarations, &now);
+                    (if changes.is_empty() { "accepted" } else { "differs" }, changes)
+                }
+            };
+            serde_json::json!({ "plugin": p.name, "status": status, "changes": changes })
+        })
+        .collect();
+    let differ = declarations.iter().filter(|d| d["status"] == "differs").count();
     let bad = plugins
         .iter()
         .filter(|p| {
             matches!(p.state, PluginState::Refused | PluginState::Failed | PluginState::Loading)
         })
-        .count();
+        .count()
+        + differ;
     match c.format {
         Format::Json => output::print_json(&serde_json::json!({
             "manifest": c.manifest,
             "ok": bad == 0,
             "plugins": plugins,
+            "declarations": declarations,
         })),
         Format::Text => {
             for p in &plugins {
@@ -239,6 +267,7 @@ fn check(c: &Common) -> Result<ExitCode> {
                     p.reason.as_deref().map(|r| format!(": {}", output::e(r))).unwrap_or_default()
                 );
             }
+            output::print_declarations(&declarations, &c.manifest);
             println!(
                 "{}: {} plugin(s), {} running, {} problem(s)",
                 output::e(&c.manifest.display().to_string()),

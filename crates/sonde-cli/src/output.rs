@@ -300,3 +300,25 @@ pub(crate) fn print_send(o: &SendOutcome) {
     }
     println!("spooled: {} report(s) left", o.spooled);
 }
+
+/// `sonde check`'s lines about declarations that differ from the accepted
+/// ones (or were never accepted).
+pub(crate) fn print_declarations(declarations: &[serde_json::Value], manifest: &std::path::Path) {
+    let m = e(&manifest.display().to_string()).into_owned();
+    for d in declarations {
+        let name = e(d["plugin"].as_str().unwrap_or("?")).into_owned();
+        match d["status"].as_str() {
+            Some("differs") => {
+                println!("CHANGED {name}: declares other than what was accepted at its pin:");
+                for c in d["changes"].as_array().into_iter().flatten() {
+                    println!("          {}", e(c["what"].as_str().unwrap_or("?")));
+                }
+                println!("          review with `sonde pin -m {m} --plugin {name}`");
+            }
+            Some("unrecorded") => println!(
+                "note    {name}: no accepted declarations on record (`sonde pin -m {m}` records them)"
+            ),
+            _ => {}
+        }
+    }
+}

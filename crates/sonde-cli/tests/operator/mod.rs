@@ -199,3 +199,122 @@ fn local_and_off_modes_keep_no_record_of_what_left() {
     let out = ok(&sonde(&["sent", "-m", &m]));
     assert!(out.starts_with("nothing has been sent"), "{out}");
 }
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn pin_refuses_an_invalid_manifest_with_checks_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = example_entries();
+    for e in &mut entries {
+        e.sha256 = Some("0".repeat(64));
+    }
+    let m = local(dir.path(), &entries);
+    for (what, key, edit) in [
+        (
+            "under [telemetry]",
+            "telemetry.colour",
+            ("state_dir = \"state\"", "state_dir = \"state\"\ncolour = \"red\""),
+        ),
+        (
+            "under [[plugin]]",
+            "plugin[1].colour",
+            ("name = \"user-agent\"", "name = \"user-agent\"\ncolour = \"red\""),
+        ),
+    ] {
+        let bad = read(&m).replacen(edit.0, edit.1, 1);
+        std::fs::write(&m, &bad).unwrap();
+        let line = line_of(&m, "colour");
+        let check = sonde(&["check", "-m", &m]);
+        assert_eq!(check.status.code(), Some(2), "{what}");
+        let pin = sonde(&["pin", "-m", &m]);
+        assert_eq!(pin.status.code(), Some(2), "{what}: {}", text(&pin.stdout));
+        let want = format!("{m}:{line}: key `{key}`: unknown field `colour`");
+        assert!(text(&check.stderr).contains(&want), "{what}: {}", text(&check.stderr));
+        assert!(text(&pin.stderr).contains(&want), "{what}: the same error: {}", text(&pin.stderr));
+        assert_eq!(read(&m), bad, "{what}: nothing written");
+        assert!(!dir.path().join("sonde.accepted.json").exists());
+        std::fs::write(&m, bad.replacen("\ncolour = \"red\"", "", 1)).unwrap();
+    }
+    // Valid again: pin writes.
+    ok(&sonde(&["pin", "-m", &m]));
+    assert_eq!(sonde(&["check", "-m", &m]).status.code(), Some(0));
+}
+
+#[test]
+fn pin_asks_again_when_an_upgrade_declares_more_and_check_reports_a_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collector.wasm");
+    let v1 = sonde_tests::plugin("http_status.wasm");
+    let v2 = sonde_tests::plugin("user_agent.wasm");
+    std::fs::copy(&v1, &file).unwrap();
+    let entry = Entry { sha256: Some("0".repeat(64)), ..Entry::new("collector", file.clone()) };
+    let m = local(dir.path(), &[entry]);
+    let accepted = dir.path().join("sonde.accepted.json");
+
+    // First pin: what it declares is shown and recorded.
+    let out = ok(&sonde(&["pin", "-m", &m]));
+    assert!(out.contains("collector: first pin: accepting what it declares:"), "{out}");
+    assert!(out.contains("  + metric http.requests (counter) by method, status_class"), "{out}");
+    assert!(
+        out.contains("  + event kind http.request, reading method (str), status (int)"),
+        "{out}"
+    );
+    assert!(read(&m).contains(&sonde_tests::sha256_file(&v1)));
+    let record: serde_json::Value =
+        serde_json::from_str(&read(accepted.to_str().unwrap())).unwrap();
+    assert_eq!(
+        record["plugins"]["collector"]["metrics"]["http.requests"]["label_keys"][1],
+        "status_class"
+    );
+    assert_eq!(sonde(&["check", "-m", &m]).status.code(), Some(0));
+
+    // An upgrade that reads user agents: shown, and not pinned without --accept.
+    std::fs::copy(&v2, &file).unwrap();
+    let before = (read(&m), read(accepted.to_str().unwrap()));
+    let out = sonde(&["pin", "-m", &m]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("collector: NOT PINNED: its declarations grew since"), "{stdout}");
+    assert!(stdout.contains("  + field user_agent (str) of http.request"), "{stdout}");
+    assert!(stdout.contains("  + metric http.user_agents (counter) by family"), "{stdout}");
+    assert!(stdout.contains("  - metric http.requests"), "{stdout}");
+    assert_eq!((read(&m), read(accepted.to_str().unwrap())), before, "nothing written");
+    assert_eq!(sonde(&["check", "-m", &m]).status.code(), Some(1), "the new file is not pinned");
+
+    let out = ok(&sonde(&["pin", "-m", &m, "--accept"]));
+    assert!(out.contains("1 pin(s) written, 1 declaration record(s) updated"), "{out}");
+    assert!(read(&m).contains(&sonde_tests::sha256_file(&v2)));
+    assert_eq!(sonde(&["check", "-m", &m]).status.code(), Some(0));
+
+    // Pinned by hand, past `sonde pin`: check says the declarations differ.
+    std::fs::copy(&v1, &file).unwrap();
+    std::fs::write(
+        &m,
+        read(&m).replace(&sonde_tests::sha256_file(&v2), &sonde_tests::sha256_file(&v1)),
+    )
+    .unwrap();
+    let out = sonde(&["check", "-m", &m]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ok      collector"), "{stdout}");
+    assert!(
+        stdout.contains("CHANGED collector: declares other than what was accepted at its pin:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+ metric http.requests (counter) by method, status_class"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&sonde(&["check", "-m", &m, "--format", "json"]).stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["declarations"][0]["status"], "differs");
+    assert_eq!(v["declarations"][0]["changes"][0]["grows"], true);
+    // Reviewed and accepted: check is content again.
+    assert_eq!(sonde(&["pin", "-m", &m]).status.code(), Some(1));
+    ok(&sonde(&["pin", "-m", &m, "--accept"]));
+    assert_eq!(sonde(&["check", "-m", &m]).status.code(), Some(0));
+}
