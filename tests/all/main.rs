@@ -13,6 +13,7 @@ mod fuzz_regressions;
 mod hostile;
 mod loading;
 mod modes;
+mod operator;
 mod otlp;
 mod overload;
 mod reload;

@@ -66,6 +66,8 @@ pub struct Received {
     pub batch: ReportBatch,
     /// The body after gzip decoding.
     pub body: Vec<u8>,
+    /// The body exactly as it came over the wire (gzip when `encoding` says).
+    pub raw: Vec<u8>,
     /// Its `Content-Encoding`.
     pub encoding: Option<String>,
     /// Its `Content-Type`.
@@ -156,6 +158,7 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>, start: Instant) {
         let encoding = header("content-encoding");
         let content_type = header("content-type");
         let authorization = header("authorization");
+        let raw = body.clone();
         let body = if encoding.as_deref() == Some("gzip") {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut out).unwrap();
@@ -171,7 +174,15 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>, start: Instant) {
                 ReportBatch { reports: vec![] }
             };
             let at = start.elapsed();
-            s.received.push(Received { at, batch, body, encoding, content_type, authorization });
+            s.received.push(Received {
+                at,
+                batch,
+                body,
+                raw,
+                encoding,
+                content_type,
+                authorization,
+            });
             let fallback = s.fallback.clone().unwrap_or_else(|| Reply::ok("{}"));
             s.script.pop_front().unwrap_or(fallback)
         };

@@ -117,6 +117,8 @@ pub struct Entry {
     pub config: Vec<(String, String)>,
     /// `[plugin.limits]` lines, e.g. `max_failures = 2`.
     pub limits: Vec<String>,
+    /// `deny_metrics`.
+    pub deny: Vec<String>,
 }
 
 impl Entry {
@@ -130,7 +132,14 @@ impl Entry {
             events: vec!["http.request".into()],
             config: vec![],
             limits: vec![],
+            deny: vec![],
         }
+    }
+
+    /// Denying `metric` (`deny_metrics`).
+    pub fn deny(mut self, metric: &str) -> Entry {
+        self.deny.push(metric.into());
+        self
     }
 
     /// With a `[plugin.limits]` line.
@@ -174,6 +183,9 @@ pub fn write_manifest(dir: &Path, telemetry: &str, entries: &[Entry]) -> PathBuf
             e.allow,
             e.events
         );
+        if !e.deny.is_empty() {
+            let _ = writeln!(text, "deny_metrics = {:?}", e.deny);
+        }
         if !e.config.is_empty() {
             text.push_str("[plugin.config]\n");
             for (k, v) in &e.config {

@@ -262,6 +262,21 @@ fn install_victoria_metrics(root: &Path) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
+/// Installs Prometheus (Debian's `prometheus`, 2.42 on bookworm), which
+/// scrapes the example server's `/metrics` in its end-to-end test; returns
+/// its binary. Without it the test is skipped locally, but in CI (`CI` set)
+/// that is an error.
+fn install_prometheus() -> Result<Option<PathBuf>> {
+    match bench::ensure_apt("prometheus", "/usr/bin/prometheus") {
+        Ok(path) => Ok(Some(path)),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("warning: {e:#}; the Prometheus end-to-end test will be skipped");
+            Ok(None)
+        }
+        Err(e) => Err(e.context("cannot install Prometheus for the /metrics test")),
+    }
+}
+
 /// `cargo xtask test`: the README's test command.
 fn run_tests(root: &Path) -> Result<()> {
     let start = std::time::Instant::now();
@@ -298,12 +313,16 @@ fn run_tests(root: &Path) -> Result<()> {
     let fuzz = fuzz.to_str().context("non-UTF-8 repository path")?;
     cargo(root, &["check", "--manifest-path", fuzz, "--target-dir", target, "--bins"])?;
     let victoria = install_victoria_metrics(root)?;
+    let prometheus = install_prometheus()?;
     eprintln!("+ cargo test --workspace");
     let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut test = Command::new(&cargo_bin);
     test.args(["test", "--workspace"]).current_dir(root);
     if let Some(vm) = &victoria {
         test.env("SONDE_VICTORIA_METRICS", vm);
+    }
+    if let Some(p) = &prometheus {
+        test.env("SONDE_PROMETHEUS", p);
     }
     ensure!(test.status().context("running cargo test")?.success(), "`cargo test` failed");
     // Every public item is documented (deny(missing_docs)) and the docs

@@ -23,8 +23,15 @@
 //!     .layer(SondeLayer::new(telemetry));
 //! # Ok(()) }
 //! ```
+//!
+//! [`metrics_handler`] serves the site owner's own view of the process,
+//! [`Telemetry::prometheus_text`], for a Prometheus scraper.
 
 #![deny(missing_docs)]
+
+mod metrics;
+
+pub use metrics::metrics_handler;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -127,3 +127,26 @@ async fn with_telemetry_off_requests_pass_through_untouched() {
     send(&app(SondeLayer::new(t.clone())), "/users/1").await;
     assert_eq!(t.report().unwrap().buffer.recorded, 1);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_metrics_handler_serves_the_local_view_and_503_when_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = telemetry(dir.path());
+    t.wait_until_loaded(std::time::Duration::from_secs(60)).unwrap();
+    let app = app(SondeLayer::new(t.clone())).route("/metrics", sonde_axum::metrics_handler(t));
+    assert_eq!(send(&app, "/users/7").await, StatusCode::OK);
+    let res = app.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let res = res.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], sonde::PROMETHEUS_CONTENT_TYPE);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        page.contains("http_requests_total{sonde_plugin=\"http-status\",method=\"GET\",status_class=\"2xx\"} 1\n"),
+        "{page}"
+    );
+    let off: Router =
+        Router::new().route("/metrics", sonde_axum::metrics_handler(Telemetry::off()));
+    let res = off.oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -4,9 +4,11 @@
 //! plugin in `check`); 2 bad usage or an unreadable manifest or events file.
 
 mod bench;
+mod consent;
 mod output;
 mod pin;
 mod scaffold;
+mod sent;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,10 @@ struct Cli {
 enum Command {
     /// Validate the manifest and every plugin (hash, imports, declared schema).
     Check(Common),
-    /// Write the current SHA-256 of each plugin file into the manifest.
+    /// Write the current SHA-256 of each plugin file into the manifest, once
+    /// its declared events, fields and metrics are accepted: a plugin whose
+    /// declarations grew since its last pin is shown and pinned only with
+    /// `--accept`. Writes nothing into a manifest `check` would refuse.
     Pin {
         /// The manifest.
         #[arg(short, long, value_name = "FILE")]
@@ -36,6 +41,10 @@ enum Command {
         /// Only pin this plugin (repeatable).
         #[arg(long = "plugin", value_name = "NAME")]
         plugins: Vec<String>,
+        /// Accept declarations that grew (new event kinds, fields, metrics
+        /// or label keys) and pin anyway.
+        #[arg(long)]
+        accept: bool,
     },
     /// List every plugin: allowed, denied or refused and why, with its metrics.
     List(Common),
@@ -51,6 +60,25 @@ enum Command {
         /// Events to record first, one JSON object a line.
         #[arg(short, long, value_name = "FILE.jsonl")]
         events: Option<PathBuf>,
+    },
+    /// List every request that left this host (the record kept in the state
+    /// directory: time, endpoint, size, answer), or print one exactly as sent.
+    Sent {
+        #[command(flatten)]
+        common: Common,
+        /// Only the newest N requests.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Print request ID (`last`: the newest) decompressed, exactly as the
+        /// endpoint decoded it; redirect it to keep the exact bytes.
+        #[arg(long, value_name = "ID")]
+        show: Option<String>,
+        /// With --show: the gzip bytes exactly as they went on the wire.
+        #[arg(long, requires = "show", conflicts_with = "answer")]
+        gzip: bool,
+        /// With --show: the endpoint's answer (its body, at most 64 KiB).
+        #[arg(long, requires = "show")]
+        answer: bool,
     },
     /// Run one plugin in the production host configuration over events and
     /// print its cost: time per event, batch latency percentiles, peak memory.
@@ -136,7 +164,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check(c) => check(&c),
-        Command::Pin { manifest, plugins } => pin::pin(&manifest, &plugins),
+        Command::Pin { manifest, plugins, accept } => pin::pin(&manifest, &plugins, accept),
         Command::List(c) => list(&c),
         Command::Preview { common, events, otlp } => preview(&common, &events, otlp),
         Command::Status(c) => status(&c),
@@ -145,6 +173,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bench::bench(&common, &plugin, &events, min_events)
         }
         Command::Send { common, events } => send(&common, events.as_deref()),
+        Command::Sent { common, last, show, gzip, answer } => {
+            let part = match (gzip, answer) {
+                (true, _) => sent::Part::Gzip,
+                (_, true) => sent::Part::Answer,
+                _ => sent::Part::Body,
+            };
+            sent::sent(&common, last, show.as_deref(), part)
+        }
     }
 }
 
@@ -184,17 +220,37 @@ fn inspect(manifest: Manifest) -> Result<Vec<sonde::PluginOverview>> {
 fn check(c: &Common) -> Result<ExitCode> {
     let manifest = load(&c.manifest)?;
     let plugins = inspect(manifest)?;
+    let accepted = consent::Accepted::load(&c.manifest)?;
+    // Each running plugin's declarations against those accepted at its pin.
+    let declarations: Vec<serde_json::Value> = plugins
+        .iter()
+        .filter(|p| p.state == PluginState::Running)
+        .map(|p| {
+            let now = consent::Declarations::of(p);
+            let (status, changes) = match accepted.plugins.get(&p.name) {
+                None => ("unrecorded", Vec::new()),
+                Some(a) => {
+                    let changes = consent::diff(&a.declarations, &now);
+                    (if changes.is_empty() { "accepted" } else { "differs" }, changes)
+                }
+            };
+            serde_json::json!({ "plugin": p.name, "status": status, "changes": changes })
+        })
+        .collect();
+    let differ = declarations.iter().filter(|d| d["status"] == "differs").count();
     let bad = plugins
         .iter()
         .filter(|p| {
             matches!(p.state, PluginState::Refused | PluginState::Failed | PluginState::Loading)
         })
-        .count();
+        .count()
+        + differ;
     match c.format {
         Format::Json => output::print_json(&serde_json::json!({
             "manifest": c.manifest,
             "ok": bad == 0,
             "plugins": plugins,
+            "declarations": declarations,
         })),
         Format::Text => {
             for p in &plugins {
@@ -211,6 +267,7 @@ fn check(c: &Common) -> Result<ExitCode> {
                     p.reason.as_deref().map(|r| format!(": {}", output::e(r))).unwrap_or_default()
                 );
             }
+            output::print_declarations(&declarations, &c.manifest);
             println!(
                 "{}: {} plugin(s), {} running, {} problem(s)",
                 output::e(&c.manifest.display().to_string()),

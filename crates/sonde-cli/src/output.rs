@@ -43,6 +43,9 @@ pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
             println!("  {}", e(&p.description));
         }
         println!("  file: {}", e(&p.path.display().to_string()));
+        if !p.deny_metrics.is_empty() && p.metrics.is_empty() {
+            println!("  denied by the operator: {}", e(&p.deny_metrics.join(", ")));
+        }
         if p.state == PluginState::Running {
             println!("  events granted: {}", e(&p.granted_events.join(", ")));
             println!("  events received: {}", e(&p.subscribed_events.join(", ")));
@@ -75,8 +78,9 @@ pub(crate) fn print_plugins(plugins: &[PluginOverview]) {
             } else {
                 format!(" by {}", e(&m.label_keys.join(", ")))
             };
+            let denied = if m.denied { " [denied by the operator: never reported]" } else { "" };
             println!(
-                "  - {} ({}, {}){labels}: {}",
+                "  - {} ({}, {}){labels}: {}{denied}",
                 e(&m.name),
                 m.kind.as_str(),
                 e(&m.unit),
@@ -96,6 +100,14 @@ pub(crate) fn print_report(r: &Report) {
         e(&r.host.arch),
         r.host.cpus
     );
+    match &r.ident {
+        Some(i) => println!(
+            "  ident: contact {}, description {}",
+            i.contact.as_deref().map_or_else(|| "(none)".into(), |c| format!("\"{}\"", e(c))),
+            i.description.as_deref().map_or_else(|| "(none)".into(), |d| format!("\"{}\"", e(d)))
+        ),
+        None => println!("  ident: none sent (no [telemetry.ident] in the manifest)"),
+    }
     let b = &r.buffer;
     println!(
         "  buffer: capacity {}, recorded {}, processed {}, dropped {}, truncated {}, invalid fields {}",
@@ -111,6 +123,21 @@ pub(crate) fn print_report(r: &Report) {
         }
         if let Some(failure) = &p.last_failure {
             println!("  last failure: {}", e(failure));
+        }
+        if !p.denied_metrics.is_empty() {
+            println!(
+                "  denied by the operator: {} ({} points dropped, never reported)",
+                e(&p.denied_metrics.join(", ")),
+                p.cost.denied_points
+            );
+        }
+        for d in &p.disabled_metrics {
+            println!(
+                "  switched off by the endpoint: {} until {}: {}",
+                e(&d.name),
+                e(&d.until),
+                e(&d.reason)
+            );
         }
         if p.state != PluginState::Running && p.metrics.is_empty() {
             continue;
@@ -272,4 +299,26 @@ pub(crate) fn print_send(o: &SendOutcome) {
         println!("applied: {}", e(a));
     }
     println!("spooled: {} report(s) left", o.spooled);
+}
+
+/// `sonde check`'s lines about declarations that differ from the accepted
+/// ones (or were never accepted).
+pub(crate) fn print_declarations(declarations: &[serde_json::Value], manifest: &std::path::Path) {
+    let m = e(&manifest.display().to_string()).into_owned();
+    for d in declarations {
+        let name = e(d["plugin"].as_str().unwrap_or("?")).into_owned();
+        match d["status"].as_str() {
+            Some("differs") => {
+                println!("CHANGED {name}: declares other than what was accepted at its pin:");
+                for c in d["changes"].as_array().into_iter().flatten() {
+                    println!("          {}", e(c["what"].as_str().unwrap_or("?")));
+                }
+                println!("          review with `sonde pin -m {m} --plugin {name}`");
+            }
+            Some("unrecorded") => println!(
+                "note    {name}: no accepted declarations on record (`sonde pin -m {m}` records them)"
+            ),
+            _ => {}
+        }
+    }
 }

@@ -8,6 +8,10 @@ use std::process::{Command, Output};
 use sonde_core::{PluginState, Report};
 use sonde_tests::{Entry, example_entries, examples_dir, write_manifest};
 
+/// The operator's controls: deny, ident, the record of what left, pin.
+#[path = "operator/mod.rs"]
+mod operator;
+
 fn sonde(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sonde"))
         .args(args)

@@ -198,6 +198,7 @@ mod tests {
             reason: None,
             until: None,
             disabled_metrics: vec![],
+            denied_metrics: vec![],
             last_failure: None,
             cost: PluginCost { events, busy_us, ..PluginCost::default() },
             metrics: vec![],

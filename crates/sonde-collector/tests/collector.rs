@@ -128,6 +128,7 @@ fn plugin(name: &str, state: PluginState, events: u64, busy_us: u64) -> PluginRe
         reason: None,
         until: None,
         disabled_metrics: vec![],
+        denied_metrics: vec![],
         last_failure: None,
         cost: PluginCost { events, calls: events / 100, busy_us, ..PluginCost::default() },
         metrics: vec![],

@@ -13,6 +13,8 @@
 //! max_batch_bytes = 1048576    # uncompressed JSON per request
 //! spool_max_files = 500        # reports kept while the endpoint is away
 //! spool_max_bytes = 52428800
+//! sent_log_max_files = 100     # requests kept in the record of what left
+//! sent_log_max_bytes = 16777216
 //! connect_timeout = "10s"
 //! request_timeout = "30s"
 //! retry_initial = "30s"        # first backoff; doubles, full jitter, up to max_interval
@@ -41,6 +43,16 @@ pub const MAX_REQUESTS_PER_HOUR_LIMIT: u32 = 3600;
 pub const MAX_BATCH_BYTES_LIMIT: u64 = crate::report::MAX_UPLOAD_DECODED_BYTES;
 /// Most spool files the manifest may allow.
 pub const MAX_SPOOL_FILES_LIMIT: u32 = 100_000;
+/// Most requests the record of what left may keep (`sent_log_max_files`).
+pub const MAX_SENT_LOG_FILES_LIMIT: u32 = 100_000;
+/// Fewest bytes the record of what left may be given
+/// (`sent_log_max_bytes`): room for the largest request
+/// ([`MAX_UPLOAD_BYTES`](crate::MAX_UPLOAD_BYTES)) with the largest answer
+/// kept ([`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES)), so the newest
+/// request is always kept.
+pub const MIN_SENT_LOG_BYTES: u64 = 2 * 1024 * 1024;
+/// Most bytes the record of what left may be given: 4 GiB.
+pub const MAX_SENT_LOG_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Longest `service_name`, in bytes.
 pub const MAX_SERVICE_NAME: usize = 128;
@@ -94,6 +106,12 @@ pub struct DeliverySettings {
     pub spool_max_files: u32,
     /// `spool_max_bytes`, default 50 MiB.
     pub spool_max_bytes: u64,
+    /// `sent_log_max_files`, default 100: requests kept in the state
+    /// directory's record of what left (`sonde sent`), oldest out first.
+    pub sent_log_max_files: u32,
+    /// `sent_log_max_bytes`, default 16 MiB (at least
+    /// [`MIN_SENT_LOG_BYTES`]).
+    pub sent_log_max_bytes: u64,
     /// `connect_timeout`, default 10 s.
     pub connect_timeout: Duration,
     /// `request_timeout` (whole request), default 30 s.
@@ -131,6 +149,8 @@ impl Default for DeliverySettings {
             max_batch_bytes: 1024 * 1024,
             spool_max_files: 500,
             spool_max_bytes: 50 * 1024 * 1024,
+            sent_log_max_files: 100,
+            sent_log_max_bytes: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             retry_initial: Duration::from_secs(30),

@@ -29,8 +29,8 @@ mod report;
 pub mod text;
 
 pub use delivery::{
-    DeliverySettings, MAX_HEADER_BYTES, MAX_HEADERS, MAX_SERVICE_NAME, Protocol, is_loopback,
-    redact,
+    DeliverySettings, MAX_HEADER_BYTES, MAX_HEADERS, MAX_SENT_LOG_BYTES, MAX_SENT_LOG_FILES_LIMIT,
+    MAX_SERVICE_NAME, MIN_SENT_LOG_BYTES, Protocol, is_loopback, redact,
 };
 pub use directive::{
     Directive, EndpointResponse, MAX_DIRECTIVE_METRICS, MAX_DIRECTIVE_TEXT, MAX_DIRECTIVES,
@@ -41,7 +41,7 @@ pub use location::{Location, toml_key_at};
 pub use manifest::{Manifest, ManifestError, Mode, PluginSpec, TelemetrySettings};
 pub use plugin_limits::PluginLimits;
 pub use report::{
-    BufferStats, DeliveryStats, DisabledMetric, FailureCounts, HostFacts, MAX_BATCH_REPORTS,
+    BufferStats, DeliveryStats, DisabledMetric, FailureCounts, HostFacts, Ident, MAX_BATCH_REPORTS,
     MAX_UPLOAD_BYTES, MAX_UPLOAD_DECODED_BYTES, Metric, MetricKind, MetricValue, PluginCost,
     PluginReport, PluginState, REPORT_SCHEMA_VERSION, Report, ReportBatch, ReportError,
     SourceReport,

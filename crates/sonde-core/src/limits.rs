@@ -51,6 +51,30 @@ pub const MAX_EVENT_FIELDS: usize = 8;
 /// Longest field name.
 pub const MAX_FIELD_NAME_LEN: usize = 64;
 
+/// Longest metric name a plugin may declare, and so the longest name
+/// `deny_metrics` may list.
+pub const MAX_METRIC_NAME_LEN: usize = 128;
+
+/// Most names in one plugin's `deny_metrics`: as many as a plugin may
+/// declare metrics.
+pub const MAX_DENIED_METRICS: usize = 64;
+
+/// Longest `[telemetry.ident] contact`, in bytes: an e-mail address or a
+/// URL, not a letter.
+pub const MAX_IDENT_CONTACT: usize = 256;
+
+/// Longest `[telemetry.ident] description`, in bytes: a line or two about
+/// the installation.
+pub const MAX_IDENT_DESCRIPTION: usize = 1024;
+
+/// Whether `name` is a metric name a plugin may declare: 1 to
+/// [`MAX_METRIC_NAME_LEN`] of `a-z`, `0-9`, `.`, `_`, `-`.
+pub fn is_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_METRIC_NAME_LEN
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+}
+
 /// Reads the text file at `path`, refusing one over `max` bytes (see
 /// [`read_file_capped`]). `what` names the file in errors (`"manifest"`).
 pub fn read_capped(path: &std::path::Path, max: u64, what: &str) -> Result<String, String> {

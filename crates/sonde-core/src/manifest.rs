@@ -12,6 +12,7 @@
 //! sha256 = "<64 hex digits>"         # required; a mismatch refuses the plugin
 //! allow = true                       # default false: denied, never instantiated
 //! events = ["http.request"]          # event kinds the plugin may receive
+//! deny_metrics = ["http.requests"]   # optional: never reported, whatever an endpoint says
 //! [plugin.config]                    # optional strings handed to the plugin
 //! top_n = "5"
 //! ```
@@ -33,12 +34,13 @@ use toml::Spanned;
 
 use crate::delivery::{
     DeliverySettings, MAX_BATCH_BYTES_LIMIT, MAX_DURATION, MAX_HEADER_BYTES, MAX_HEADERS,
-    MAX_REQUESTS_PER_HOUR_LIMIT, MAX_SERVICE_NAME, MAX_SPOOL_FILES_LIMIT, MIN_DURATION, Protocol,
-    is_loopback,
+    MAX_REQUESTS_PER_HOUR_LIMIT, MAX_SENT_LOG_BYTES, MAX_SENT_LOG_FILES_LIMIT, MAX_SERVICE_NAME,
+    MAX_SPOOL_FILES_LIMIT, MIN_DURATION, MIN_SENT_LOG_BYTES, Protocol, is_loopback,
 };
 use crate::limits::*;
 use crate::location::Location;
 use crate::plugin_limits::{PluginLimits, RawLimits};
+use crate::report::Ident;
 
 /// Whether telemetry runs, and whether it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -92,6 +94,9 @@ pub struct TelemetrySettings {
     pub state_dir: PathBuf,
     /// Endpoint, cadence and limits.
     pub delivery: DeliverySettings,
+    /// `[telemetry.ident]`: who runs this installation, sent in reports
+    /// only when set. Default none.
+    pub ident: Option<Ident>,
 }
 
 /// One `[[plugin]]` entry.
@@ -117,6 +122,12 @@ pub struct PluginSpec {
     pub sha256_at: Location,
     /// `[plugin.limits]`, defaults filled in.
     pub limits: PluginLimits,
+    /// `deny_metrics`: metrics of this plugin that never enter a report,
+    /// whatever an endpoint says. Each must be one the plugin declares, or
+    /// the plugin is refused.
+    pub deny_metrics: Vec<String>,
+    /// Where its `deny_metrics` is (its `name` when absent).
+    pub deny_metrics_at: Location,
 }
 
 impl PluginSpec {
@@ -130,6 +141,7 @@ impl PluginSpec {
             && self.events == other.events
             && self.config == other.config
             && self.limits == other.limits
+            && self.deny_metrics == other.deny_metrics
     }
 }
 
@@ -174,6 +186,8 @@ struct RawTelemetry {
     max_batch_bytes: Option<Spanned<u64>>,
     spool_max_files: Option<Spanned<u64>>,
     spool_max_bytes: Option<Spanned<u64>>,
+    sent_log_max_files: Option<Spanned<u64>>,
+    sent_log_max_bytes: Option<Spanned<u64>>,
     connect_timeout: Option<Spanned<String>>,
     request_timeout: Option<Spanned<String>>,
     retry_initial: Option<Spanned<String>>,
@@ -185,6 +199,14 @@ struct RawTelemetry {
     protocol: Option<Spanned<Protocol>>,
     service_name: Option<Spanned<String>>,
     headers: Option<Spanned<BTreeMap<String, String>>>,
+    ident: Option<Spanned<RawIdent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdent {
+    contact: Option<Spanned<String>>,
+    description: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -192,10 +214,11 @@ struct RawTelemetry {
 struct RawPlugin {
     name: Spanned<String>,
     path: Spanned<String>,
-    sha256: Spanned<String>,
+    sha256: Option<Spanned<String>>,
     #[serde(default)]
     allow: bool,
     events: Option<Spanned<Vec<String>>>,
+    deny_metrics: Option<Spanned<Vec<String>>>,
     config: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default)]
     limits: RawLimits,
@@ -212,6 +235,19 @@ impl Manifest {
     /// Validates manifest `text`; `path` names it in errors and anchors
     /// relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse_with(text, path, true)
+    }
+
+    /// Validates manifest `text` as [`Manifest::parse`] does, with the same
+    /// errors, except that a plugin's `sha256` may be missing or not yet a
+    /// hash (it is then empty in the [`PluginSpec`]): what `sonde pin`
+    /// checks before it writes the pins, so that it never writes into a
+    /// manifest `sonde check` would refuse for any other reason.
+    pub fn parse_unpinned(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse_with(text, path, false)
+    }
+
+    fn parse_with(text: &str, path: &Path, pinned: bool) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             let line = if e.span().is_some() { Location::line_of(text, offset) } else { 0 };
@@ -221,7 +257,7 @@ impl Manifest {
                 message: e.message().trim().to_string(),
             }
         })?;
-        Validator { text, path }.manifest(raw)
+        Validator { text, path, pinned }.manifest(raw)
     }
 
     /// The folder relative paths in the manifest are resolved against.
@@ -241,6 +277,8 @@ impl Manifest {
 struct Validator<'a> {
     text: &'a str,
     path: &'a Path,
+    /// Whether every plugin's `sha256` must be a hash (false for `sonde pin`).
+    pinned: bool,
 }
 
 impl Validator<'_> {
@@ -260,6 +298,7 @@ impl Validator<'_> {
                 buffer_capacity: DEFAULT_BUFFER_CAPACITY,
                 state_dir: base.join(".sonde"),
                 delivery: DeliverySettings::default(),
+                ident: None,
             },
             Some(t) => self.telemetry(t, &base)?,
         };
@@ -323,7 +362,37 @@ impl Validator<'_> {
                 "mode = \"on\" needs an `endpoint` in [telemetry]".into(),
             ));
         }
-        Ok(TelemetrySettings { mode, buffer_capacity, state_dir, delivery })
+        let ident = match &t.ident {
+            None => None,
+            Some(i) => Some(self.ident(i)?),
+        };
+        Ok(TelemetrySettings { mode, buffer_capacity, state_dir, delivery, ident })
+    }
+
+    /// `[telemetry.ident]`: printable text within its limits, at least one
+    /// of the two keys.
+    fn ident(&self, raw: &Spanned<RawIdent>) -> Result<Ident, ManifestError> {
+        let field = |v: &Option<Spanned<String>>, key: &str, max: usize| match v {
+            None => Ok(None),
+            Some(v) => {
+                let text = v.get_ref();
+                if text.is_empty() || text.len() > max || text.chars().any(char::is_control) {
+                    let msg = format!("must be 1 to {max} bytes of printable text on one line");
+                    return Err(self.err(v, format!("telemetry.ident.{key}"), msg));
+                }
+                Ok(Some(text.clone()))
+            }
+        };
+        let r = raw.get_ref();
+        let ident = Ident {
+            contact: field(&r.contact, "contact", MAX_IDENT_CONTACT)?,
+            description: field(&r.description, "description", MAX_IDENT_DESCRIPTION)?,
+        };
+        if ident.contact.is_none() && ident.description.is_none() {
+            let msg = "needs `contact` or `description` (or remove the table)".to_string();
+            return Err(self.err(raw, "telemetry.ident".into(), msg));
+        }
+        Ok(ident)
     }
 
     fn duration(
@@ -492,6 +561,19 @@ impl Validator<'_> {
                 1024..=u64::MAX / 2,
                 d.spool_max_bytes,
             )?,
+            // Checked against a range that fits a u32.
+            sent_log_max_files: self.count(
+                &t.sent_log_max_files,
+                "sent_log_max_files",
+                1..=u64::from(MAX_SENT_LOG_FILES_LIMIT),
+                u64::from(d.sent_log_max_files),
+            )? as u32,
+            sent_log_max_bytes: self.count(
+                &t.sent_log_max_bytes,
+                "sent_log_max_bytes",
+                MIN_SENT_LOG_BYTES..=MAX_SENT_LOG_BYTES,
+                d.sent_log_max_bytes,
+            )?,
             connect_timeout: self.duration(
                 &t.connect_timeout,
                 "connect_timeout",
@@ -546,14 +628,26 @@ impl Validator<'_> {
         if p.path.get_ref().is_empty() {
             return Err(self.err(&p.path, key("path"), "must not be empty".into()));
         }
-        let sha = p.sha256.get_ref();
-        if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(self.err(
-                &p.sha256,
-                key("sha256"),
-                "must be the 64 hex digits of the file's SHA-256 (`sonde pin` writes it)".into(),
-            ));
+        let sha = p.sha256.as_ref().map_or("", |s| s.get_ref().as_str());
+        let is_hash = sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit());
+        // Without a pin, errors point at the entry's name.
+        let sha_span =
+            p.sha256.clone().unwrap_or_else(|| Spanned::new(p.name.span(), String::new()));
+        match &p.sha256 {
+            None if self.pinned => {
+                return Err(self.err(&p.name, key("sha256"), "missing field `sha256`".into()));
+            }
+            Some(s) if self.pinned && !is_hash => {
+                return Err(self.err(
+                    s,
+                    key("sha256"),
+                    "must be the 64 hex digits of the file's SHA-256 (`sonde pin` writes it)"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
+        let sha = if is_hash { sha } else { "" };
         // Absent lists are empty; their errors point at the entry's name.
         let events_span = p.events.unwrap_or_else(|| Spanned::new(p.name.span(), Vec::new()));
         let config_span = p.config.unwrap_or_else(|| Spanned::new(p.name.span(), BTreeMap::new()));
@@ -606,6 +700,35 @@ impl Validator<'_> {
                 ));
             }
         }
+        let deny_span = p.deny_metrics.unwrap_or_else(|| Spanned::new(p.name.span(), Vec::new()));
+        let deny = deny_span.get_ref();
+        if deny.len() > MAX_DENIED_METRICS {
+            return Err(self.err(
+                &deny_span,
+                key("deny_metrics"),
+                format!("at most {MAX_DENIED_METRICS} metrics may be denied"),
+            ));
+        }
+        let mut denied = HashSet::new();
+        for m in deny {
+            if !is_metric_name(m) {
+                return Err(self.err(
+                    &deny_span,
+                    key("deny_metrics"),
+                    format!(
+                        "`{}` is not a metric name: 1 to {MAX_METRIC_NAME_LEN} of a-z, 0-9, `.`, `_`, `-`",
+                        crate::text::escape_control(m)
+                    ),
+                ));
+            }
+            if !denied.insert(m.as_str()) {
+                return Err(self.err(
+                    &deny_span,
+                    key("deny_metrics"),
+                    format!("`{m}` is listed twice"),
+                ));
+            }
+        }
         let limits = p.limits.resolve().map_err(|e| ManifestError {
             at: Location::new(
                 self.path,
@@ -624,7 +747,9 @@ impl Validator<'_> {
             config: config.clone(),
             at: self.at(&p.name, key("name")),
             path_at: self.at(&p.path, key("path")),
-            sha256_at: self.at(&p.sha256, key("sha256")),
+            sha256_at: self.at(&sha_span, key("sha256")),
+            deny_metrics: deny.clone(),
+            deny_metrics_at: self.at(&deny_span, key("deny_metrics")),
         })
     }
 }
@@ -805,6 +930,86 @@ mod tests {
         let text = format!("{}[plugin.limits]\ncpu = 1\n", plugin("a"));
         let err = parse(&text).expect_err("unknown key");
         assert_eq!(err.at.key.as_deref(), Some("plugin[0].limits.cpu"), "{err}");
+    }
+
+    #[test]
+    fn denied_metrics_are_checked_names_and_absent_means_none() {
+        let m = parse(&plugin("a")).expect("valid");
+        assert!(m.plugins[0].deny_metrics.is_empty());
+        let text = format!("{}deny_metrics = [\"http.user_agents\", \"b\"]\n", plugin("a"));
+        let m = parse(&text).expect("valid");
+        assert_eq!(m.plugins[0].deny_metrics, ["http.user_agents", "b"]);
+        assert_eq!(m.plugins[0].deny_metrics_at.line, 5);
+        assert_eq!(m.plugins[0].deny_metrics_at.key.as_deref(), Some("plugin[0].deny_metrics"));
+        for (bad, why) in [
+            ("[\"Bad Name\"]", "is not a metric name"),
+            ("[\"a\", \"a\"]", "listed twice"),
+            ("[\"\"]", "is not a metric name"),
+            ("\"a\"", "invalid type"),
+        ] {
+            let text = format!("{}deny_metrics = {bad}\n", plugin("a"));
+            let err = parse(&text).expect_err(bad);
+            assert!(err.message.contains(why), "{bad}: {err}");
+            assert_eq!(err.at.line, 5, "{err}");
+            assert_eq!(err.at.key.as_deref(), Some("plugin[0].deny_metrics"), "{err}");
+        }
+        let many: Vec<String> = (0..=MAX_DENIED_METRICS).map(|i| format!("\"m{i}\"")).collect();
+        let text = format!("{}deny_metrics = [{}]\n", plugin("a"), many.join(","));
+        assert!(parse(&text).expect_err("too many").message.contains("at most"));
+    }
+
+    #[test]
+    fn the_ident_channel_is_off_unless_set_and_bounded() {
+        assert_eq!(parse("[telemetry]\n").expect("valid").telemetry.ident, None);
+        let m = parse("[telemetry]\n[telemetry.ident]\ncontact = \"ops@example.com\"\n")
+            .expect("valid");
+        assert_eq!(
+            m.telemetry.ident,
+            Some(Ident { contact: Some("ops@example.com".into()), description: None })
+        );
+        let long = "x".repeat(MAX_IDENT_DESCRIPTION + 1);
+        for (body, key) in [
+            (format!("description = \"{long}\""), "telemetry.ident.description"),
+            ("contact = \"a\\nb\"".to_string(), "telemetry.ident.contact"),
+            ("contact = \"\"".to_string(), "telemetry.ident.contact"),
+            ("phone = \"1\"".to_string(), "telemetry.ident.phone"),
+        ] {
+            let err = parse(&format!("[telemetry]\n[telemetry.ident]\n{body}\n")).expect_err(&body);
+            assert_eq!((err.at.line, err.at.key.as_deref()), (3, Some(key)), "{err}");
+        }
+        let err = parse("[telemetry]\n[telemetry.ident]\n").expect_err("empty");
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.ident"), "{err}");
+    }
+
+    #[test]
+    fn the_sent_log_has_safe_defaults_and_ranges() {
+        let d = parse("").expect("valid").telemetry.delivery;
+        assert_eq!((d.sent_log_max_files, d.sent_log_max_bytes), (100, 16 << 20));
+        let m = parse("[telemetry]\nsent_log_max_files = 3\nsent_log_max_bytes = 4194304\n")
+            .expect("valid");
+        assert_eq!(m.telemetry.delivery.sent_log_max_files, 3);
+        let err = parse("[telemetry]\nsent_log_max_bytes = 1024\n").expect_err("too small");
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.sent_log_max_bytes"));
+        let err = parse("[telemetry]\nsent_log_max_files = 0\n").expect_err("zero");
+        assert_eq!(err.at.key.as_deref(), Some("telemetry.sent_log_max_files"));
+    }
+
+    #[test]
+    fn an_unpinned_parse_takes_missing_hashes_and_refuses_everything_else_alike() {
+        let unpinned = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\n";
+        let err = parse(unpinned).expect_err("no hash");
+        assert_eq!(err.at.key.as_deref(), Some("plugin[0].sha256"));
+        let m = Manifest::parse_unpinned(unpinned, Path::new("/etc/app/sonde.toml"))
+            .expect("pin may fill it in");
+        assert_eq!(m.plugins[0].sha256, "");
+        let placeholder = plugin("a").replace(SHA, "<hex>");
+        assert!(Manifest::parse_unpinned(&placeholder, Path::new("x.toml")).is_ok());
+        let bad = format!("[telemetry]\ncolour = 1\n{unpinned}");
+        let pinned = parse(&bad).expect_err("unknown key");
+        let unpinned = Manifest::parse_unpinned(&bad, Path::new("/etc/app/sonde.toml"))
+            .expect_err("the same error");
+        assert_eq!(pinned, unpinned);
+        assert_eq!(unpinned.at.key.as_deref(), Some("telemetry.colour"));
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::limits::{MAX_IDENT_CONTACT, MAX_IDENT_DESCRIPTION};
+
 /// Version of the report schema; bumped on any incompatible change.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
@@ -45,6 +47,41 @@ pub struct Report {
     /// `metrics` crate bridge), only with `app_metrics = true`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceReport>,
+    /// The ident channel: who runs this installation, only when the
+    /// operator's manifest sets `[telemetry.ident]` (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ident: Option<Ident>,
+}
+
+/// What the operator chose to say about the installation
+/// (`[telemetry.ident]`): identifying on purpose, so off unless set, and
+/// sent only as set. Bounded: [`MAX_IDENT_CONTACT`],
+/// [`MAX_IDENT_DESCRIPTION`], no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ident {
+    /// How to reach whoever runs it (an e-mail address, a URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// What the installation is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Ident {
+    /// What keeps this ident out of a report, if anything: a field past its
+    /// limit, or holding a control character.
+    pub fn problem(&self) -> Option<&'static str> {
+        let bad = |s: &Option<String>, max: usize| {
+            s.as_ref().is_some_and(|s| s.len() > max || s.chars().any(char::is_control))
+        };
+        if bad(&self.contact, MAX_IDENT_CONTACT) {
+            Some("ident contact is too long or holds a control character")
+        } else if bad(&self.description, MAX_IDENT_DESCRIPTION) {
+            Some("ident description is too long or holds a control character")
+        } else {
+            None
+        }
+    }
 }
 
 /// Metrics from a source inside the host application.
@@ -107,6 +144,7 @@ impl Report {
             plugins,
             delivery: DeliveryStats::default(),
             sources: Vec::new(),
+            ident: None,
         }
     }
 
@@ -136,9 +174,13 @@ impl Report {
     }
 
     /// Checks what a reader requires of a report beyond its shape: every
-    /// series passes [`Metric::problem`]. The writer's side of the same
-    /// check is [`Report::sanitize`].
+    /// series passes [`Metric::problem`], and the ident, if any,
+    /// [`Ident::problem`]. The writer's side of the same check is
+    /// [`Report::sanitize`].
     pub fn validate(&self) -> Result<(), ReportError> {
+        if let Some(problem) = self.ident.as_ref().and_then(Ident::problem) {
+            return Err(ReportError::Invalid { series: "ident".into(), problem });
+        }
         let plugins = self.plugins.iter().map(|p| ("plugin", &p.name, &p.metrics));
         let sources = self.sources.iter().map(|s| ("source", &s.name, &s.metrics));
         for (what, name, metrics) in plugins.chain(sources) {
@@ -160,9 +202,14 @@ impl Report {
 
     /// Drops every series that would fail [`Report::validate`], counting each
     /// in its plugin's `cost.invalid_points` or its source's
-    /// `invalid_series`; returns how many were dropped. The last check
-    /// before a report is written: afterwards it always validates.
+    /// `invalid_series`; returns how many were dropped. An ident that fails
+    /// [`Ident::problem`] (which the manifest's checks prevent) is left out.
+    /// The last check before a report is written: afterwards it always
+    /// validates.
     pub fn sanitize(&mut self) -> u64 {
+        if self.ident.as_ref().is_some_and(|i| i.problem().is_some()) {
+            self.ident = None;
+        }
         let mut dropped = 0;
         for p in &mut self.plugins {
             let n = drop_invalid(&mut p.metrics);
@@ -333,6 +380,11 @@ pub struct PluginReport {
     /// Metrics left out of reports by an endpoint directive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disabled_metrics: Vec<DisabledMetric>,
+    /// Metrics the operator's manifest denies (`deny_metrics`): never in
+    /// any report, whatever an endpoint says; their points are counted in
+    /// `cost.denied_points`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_metrics: Vec<String>,
     /// What it cost and what of its output was refused.
     pub cost: PluginCost,
     /// Its metrics, sorted by name then labels.
@@ -381,6 +433,10 @@ pub struct PluginCost {
     pub excess_points: u64,
     /// Metric points folded into the overflow series (label cardinality).
     pub overflow_points: u64,
+    /// Metric points of a metric the operator denies (`deny_metrics`),
+    /// dropped where they leave the plugin, before any series holds them.
+    #[serde(default)]
+    pub denied_points: u64,
     /// Log lines dropped by the rate limit.
     pub logs_dropped: u64,
     /// Highest linear memory the plugin's instances reached, in bytes.
@@ -537,8 +593,9 @@ mod tests {
                 reason: None,
                 until: None,
                 disabled_metrics: vec![],
+                denied_metrics: vec!["d".into()],
                 last_failure: None,
-                cost: PluginCost::default(),
+                cost: PluginCost { denied_points: 3, ..PluginCost::default() },
                 metrics: vec![
                     Metric {
                         name: "c".into(),
@@ -563,12 +620,35 @@ mod tests {
             }],
             delivery: DeliveryStats::default(),
             sources: vec![],
+            ident: Some(Ident { contact: Some("ops@example.com".into()), description: None }),
         };
         let bytes = report.to_json();
         let back: Report = serde_json::from_slice(&bytes).expect("decodes");
         assert_eq!(back, report);
         let text = String::from_utf8(bytes).expect("utf8");
         assert!(text.contains(r#""labels":{"k":"v"},"value":2.0"#), "{text}");
+        assert!(text.contains(r#""ident":{"contact":"ops@example.com"}"#), "{text}");
+        assert!(text.contains(r#""denied_metrics":["d"]"#), "{text}");
+    }
+
+    #[test]
+    fn an_ident_is_sent_only_when_set_and_only_within_its_bounds() {
+        let mut report = Report::new(Uuid::nil(), BufferStats::default(), vec![]);
+        let json = String::from_utf8(report.to_json()).expect("utf8");
+        assert!(!json.contains("ident"), "off unless set: {json}");
+        report.ident = Some(Ident {
+            contact: Some("x".repeat(MAX_IDENT_CONTACT + 1)),
+            description: Some("fine".into()),
+        });
+        let raw = serde_json::to_vec(&report).expect("serializes");
+        let err = Report::from_json(&raw).expect_err("a reader refuses it");
+        assert!(err.to_string().starts_with("ident: ident contact"), "{err}");
+        let written = Report::from_json(&report.to_json()).expect("the writer leaves it out");
+        assert_eq!(written.ident, None);
+        report.ident = Some(Ident { contact: None, description: Some("a\u{1b}[2K".into()) });
+        assert!(report.validate().is_err(), "a control character is refused");
+        report.ident = Some(Ident { contact: None, description: Some("é".repeat(512)) });
+        assert!(report.validate().is_ok(), "1024 bytes of text are fine");
     }
 
     fn series(name: &str, value: MetricValue) -> Metric {
@@ -595,6 +675,7 @@ mod tests {
             until: None,
             last_failure: None,
             disabled_metrics: vec![],
+            denied_metrics: vec![],
             cost: PluginCost::default(),
             metrics,
         };

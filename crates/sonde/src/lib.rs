@@ -11,6 +11,10 @@
 //! - [`TelemetryBuilder`]: start the runtime from a [`Manifest`].
 //! - [`Telemetry::report`]: the [`Report`] that would leave the host.
 //! - [`PluginOverview`]: what the operator sees per plugin.
+//! - [`sent_requests`] and [`sent_record`]: the record of every request
+//!   that left the host (`sonde sent`).
+//! - [`Telemetry::prometheus_text`]: the site owner's local view, in the
+//!   Prometheus text format.
 //!
 //! ```no_run
 //! use sonde::{EventKind, Manifest, Telemetry};
@@ -37,7 +41,9 @@ mod engine;
 mod error;
 mod event;
 mod overview;
+mod own;
 mod plugin;
+mod prometheus;
 mod ring;
 mod source;
 mod state;
@@ -50,8 +56,9 @@ pub use error::Error;
 pub use event::{
     Event, EventKind, MAX_EVENT_TEXT, MAX_FIELDS, MAX_INTERNED_KINDS, Value, events_from_records,
 };
-pub use overview::{DeclaredMetric, PluginOverview};
+pub use overview::{DeclaredEvent, DeclaredField, DeclaredMetric, PluginOverview};
 pub use plugin::{MAX_PLUGIN_BYTES, MAX_PLUGIN_MEMORY, MAX_PLUGIN_TABLE_ELEMENTS};
+pub use prometheus::PROMETHEUS_CONTENT_TYPE;
 pub use sonde_core::{
     BufferStats, EventRecord, FailureCounts, Manifest, ManifestError, Metric, MetricKind,
     MetricValue, Mode, PluginCost, PluginLimits, PluginReport, PluginState, Protocol, Report,
@@ -61,8 +68,9 @@ pub use status::{
     PluginSummary, STOPPED_FILE, Status, SwitchedOff, UploadStatus, status, stopped_reason,
 };
 pub use switches::{Off, Source, Switches};
-pub use telemetry::{Telemetry, TelemetryBuilder, effective_mode};
+pub use telemetry::{MIN_VIEW_INTERVAL, Telemetry, TelemetryBuilder, effective_mode};
 pub use upload::SendOutcome;
+pub use upload::sent::{SentRecord, SentRequest, sent_record, sent_requests};
 
 /// Benchmark plumbing (`benches/`); not a stable API.
 #[doc(hidden)]

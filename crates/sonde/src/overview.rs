@@ -32,6 +32,11 @@ pub struct PluginOverview {
     pub from_cache: bool,
     /// Declared metrics.
     pub metrics: Vec<DeclaredMetric>,
+    /// Declared event kinds, with the fields each reads (empty unless it
+    /// loaded).
+    pub events: Vec<DeclaredEvent>,
+    /// The manifest's `deny_metrics`: never reported.
+    pub deny_metrics: Vec<String>,
     /// The limits it runs under.
     pub limits: PluginLimits,
     /// What it has cost so far.
@@ -53,4 +58,26 @@ pub struct DeclaredMetric {
     pub label_keys: Vec<String>,
     /// Histogram bucket bounds.
     pub buckets: Vec<f64>,
+    /// Denied by the operator (`deny_metrics`): its points are dropped
+    /// where they leave the plugin and never reported.
+    pub denied: bool,
+}
+
+/// An event kind a plugin declares it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeclaredEvent {
+    /// The kind, e.g. `http.request`.
+    pub kind: String,
+    /// The fields it reads.
+    pub fields: Vec<DeclaredField>,
+}
+
+/// A field of an event kind a plugin reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeclaredField {
+    /// Field name, e.g. `status`.
+    pub name: String,
+    /// `int`, `float` or `str`.
+    #[serde(rename = "type")]
+    pub ty: &'static str,
 }

@@ -1,11 +1,12 @@
 //! The [`Telemetry`] handle the host keeps, and its builder.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use sonde_core::{BufferStats, Manifest, Mode, Report, SourceReport};
+use sonde_core::{BufferStats, Ident, Manifest, Mode, PluginReport, Report, SourceReport};
 use uuid::Uuid;
 
 use crate::cache::CompileCache;
@@ -159,6 +160,8 @@ impl TelemetryBuilder {
                 uploader: OnceLock::new(),
                 sources: parking_lot::Mutex::new(Vec::new()),
                 app_metrics: settings.delivery.app_metrics,
+                ident: settings.ident.clone(),
+                view: parking_lot::Mutex::new(None),
                 started: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
                 _ticker: Some(ticker),
@@ -189,6 +192,22 @@ pub struct Telemetry {
     inner: Arc<Inner>,
 }
 
+/// A collection made for the local view, reused by scrapes that come within
+/// [`MIN_VIEW_INTERVAL`] of it.
+#[derive(Debug)]
+struct LocalView {
+    at: std::time::Instant,
+    plugins: Vec<PluginReport>,
+    /// Declared descriptions by (plugin, metric), for `# HELP` lines.
+    help: HashMap<(String, String), String>,
+}
+
+/// How often the local Prometheus view collects from the plugins at most: a
+/// scrape sooner than this after the last one shows the same collection.
+/// Scraping, however often, can then never make plugins work harder than
+/// one collection a second (nor push them over their CPU budget).
+pub const MIN_VIEW_INTERVAL: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Inner {
     ring: Option<Arc<Ring>>,
@@ -201,6 +220,10 @@ struct Inner {
     uploader: OnceLock<upload::Handle>,
     sources: parking_lot::Mutex<Vec<(String, Arc<dyn Source>)>>,
     app_metrics: bool,
+    /// `[telemetry.ident]`, put in every report when set.
+    ident: Option<Ident>,
+    /// The last collection the local Prometheus view made, and when.
+    view: parking_lot::Mutex<Option<LocalView>>,
     /// When the runtime started: the start of every cumulative value.
     started: String,
     _ticker: Option<engine::TickerGuard>,
@@ -262,6 +285,8 @@ impl Telemetry {
                 uploader: OnceLock::new(),
                 sources: parking_lot::Mutex::new(Vec::new()),
                 app_metrics: false,
+                ident: None,
+                view: parking_lot::Mutex::new(None),
                 started: String::new(),
                 _ticker: None,
             }),
@@ -364,10 +389,8 @@ impl Telemetry {
         true
     }
 
+    /// Every attached source's series now.
     fn sources(&self) -> Vec<SourceReport> {
-        if !self.inner.app_metrics {
-            return Vec::new();
-        }
         let sources = self.inner.sources.lock().clone();
         sources
             .iter()
@@ -429,6 +452,17 @@ impl Telemetry {
     /// NaN gauge, say) is left out and counted ([`Report::sanitize`]).
     pub fn report(&self) -> Result<Report, Error> {
         let plugins = self.ask(Command::Report)?;
+        let sources = if self.inner.app_metrics { self.sources() } else { Vec::new() };
+        self.assemble(plugins, sources)
+    }
+
+    /// A report around `plugins` and `sources`: the ring's and delivery's
+    /// counters now, this runtime's ids and ident, sanitized.
+    fn assemble(
+        &self,
+        plugins: Vec<PluginReport>,
+        sources: Vec<SourceReport>,
+    ) -> Result<Report, Error> {
         let ring = self.inner.ring.as_ref().ok_or(Error::Off)?;
         let processed = self.inner.processed.load(Relaxed);
         let dropped = ring.dropped();
@@ -444,10 +478,53 @@ impl Telemetry {
         report.installation_id = self.inner.installation_id.clone();
         report.started = Some(self.inner.started.clone());
         report.delivery = self.inner.counters.snapshot();
-        report.sources = self.sources();
+        report.sources = sources;
+        report.ident = self.inner.ident.clone();
         // Plugin series are finite by construction (plugin/series.rs);
         // sources are the host application's code, checked here.
         report.sanitize();
         Ok(report)
+    }
+
+    /// The site owner's own view of this process, in the Prometheus text
+    /// exposition format (version 0.0.4, content type
+    /// [`PROMETHEUS_CONTENT_TYPE`](crate::PROMETHEUS_CONTENT_TYPE)): every
+    /// plugin's current cumulative series (labelled `sonde_plugin`), the
+    /// application's own metrics from attached sources (such as the
+    /// `sonde-metrics` bridge; shown here whatever `app_metrics` says, since
+    /// this view never leaves the process unless the host serves it), and
+    /// sonde's own counters (`sonde_events_*`, `sonde_plugin_*`,
+    /// `sonde_delivery_*`). Metrics the operator denies are not in it: their
+    /// points were dropped where they left the plugin.
+    ///
+    /// Works in `local` mode: nothing is sent anywhere. Names and labels
+    /// that plugins choose are sanitized and escaped so that no plugin can
+    /// break the page or pose as another metric (see the module docs of
+    /// `prometheus.rs`). Collects from the plugins at most once per
+    /// [`MIN_VIEW_INTERVAL`]; waits for the dispatcher like
+    /// [`Telemetry::report`], so call it off an async runtime's workers
+    /// (`sonde_axum::metrics_handler` does). Fails with [`Error::Off`] when
+    /// telemetry is off.
+    pub fn prometheus_text(&self) -> Result<String, Error> {
+        if self.inner.ring.is_none() {
+            return Err(Error::Off);
+        }
+        let mut view = self.inner.view.lock();
+        let fresh = view.as_ref().is_some_and(|v| v.at.elapsed() < MIN_VIEW_INTERVAL);
+        if !fresh {
+            let plugins = self.ask(Command::Report)?;
+            let help = self
+                .plugins()?
+                .into_iter()
+                .flat_map(|p| {
+                    let name = p.name;
+                    p.metrics.into_iter().map(move |m| ((name.clone(), m.name), m.description))
+                })
+                .collect();
+            *view = Some(LocalView { at: std::time::Instant::now(), plugins, help });
+        }
+        let Some(v) = view.as_ref() else { return Err(Error::Stopped) };
+        let report = self.assemble(v.plugins.clone(), self.sources())?;
+        Ok(crate::prometheus::render(&report, &v.help))
     }
 }

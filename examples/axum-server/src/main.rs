@@ -2,8 +2,12 @@
 //! SIGHUP and a flush on shutdown. This is all an embedder writes.
 //!
 //! ```sh
-//! sonde-example-server --listen 127.0.0.1:3000 --manifest examples/sonde.toml
+//! sonde-example-server --listen 127.0.0.1:3000 --manifest examples/sonde.toml --metrics
 //! ```
+//!
+//! With `--metrics`, `GET /metrics` serves the site owner's own view in the
+//! Prometheus text format (`sonde_axum::metrics_handler`); it works in
+//! `local` mode, where nothing leaves the host.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +34,10 @@ struct Args {
     /// Record user agents (only if the operator allows it).
     #[arg(long)]
     user_agents: bool,
+    /// Serve `GET /metrics`: the plugins' series, sonde's own counters and
+    /// any application metrics, in the Prometheus text format.
+    #[arg(long)]
+    metrics: bool,
 }
 
 async fn user(Path(id): Path<u64>) -> Json<serde_json::Value> {
@@ -60,11 +68,15 @@ async fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let telemetry = start_telemetry(args.manifest.as_ref())?;
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/users/{id}", get(user))
         .route("/orders", get(orders))
         .route("/health", get(health))
         .layer(SondeLayer::new(telemetry.clone()).with_user_agent(args.user_agents));
+    if args.metrics {
+        // Added after the layer: scrapes are not recorded as requests.
+        app = app.route("/metrics", sonde_axum::metrics_handler(telemetry.clone()));
+    }
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| args.listen.clone())?;
     println!("listening on {}", listener.local_addr()?);

@@ -19,8 +19,8 @@ pub(crate) const MAX_DESCRIPTION: usize = 1024;
 pub(crate) const MAX_EVENT_DECLS: usize = 16;
 /// Most metrics a plugin may declare.
 pub(crate) const MAX_METRICS: usize = 64;
-/// Longest metric name.
-pub(crate) const MAX_METRIC_NAME: usize = 128;
+/// Longest metric name (the manifest's `deny_metrics` takes the same).
+pub(crate) const MAX_METRIC_NAME: usize = sonde_core::limits::MAX_METRIC_NAME_LEN;
 /// Most label keys per metric; each multiplies the possible series.
 pub(crate) const MAX_LABEL_KEYS: usize = 8;
 /// Most histogram buckets per metric.

@@ -42,7 +42,7 @@ use crate::bindings::{
 };
 use crate::cache::{CompileCache, Origin};
 use crate::engine::{EPOCH_TICK, FUEL_PER_CALL, Ticker};
-use crate::overview::{DeclaredMetric, PluginOverview};
+use crate::overview::{DeclaredEvent, DeclaredField, DeclaredMetric, PluginOverview};
 use crate::switches::Off;
 
 /// Largest plugin file a manifest may allow (`limits.file_mb` caps at 256
@@ -154,7 +154,7 @@ impl Plugin {
             subs: Vec::new(),
             origin: None,
             info: None,
-            series: Series::new(Vec::new(), limits),
+            series: Series::new(Vec::new(), limits, &[]),
             health: Health::new(limits, Instant::now()),
             live: None,
             pre: None,
@@ -191,11 +191,17 @@ impl Plugin {
             let reason = format!("denied by the operator ({})", spec.at);
             return Plugin::new(spec, PluginState::Denied, Some(reason));
         }
-        match Plugin::try_load(&spec, loader) {
+        let loaded = Plugin::try_load(&spec, loader).and_then(|(pre, live, info, origin)| {
+            undeclared_denial(&spec, &info)?;
+            Ok((pre, live, info, origin))
+        });
+        match loaded {
             Ok((pre, live, info, origin)) => {
                 let mut plugin = Plugin::new(spec, PluginState::Running, None);
                 plugin.subs = subscriptions(&info, &plugin.spec.events);
-                plugin.series = Series::new(info.metrics.clone(), plugin.spec.limits);
+                let limits = plugin.spec.limits;
+                plugin.series =
+                    Series::new(info.metrics.clone(), limits, &plugin.spec.deny_metrics);
                 plugin.info = Some(info);
                 plugin.origin = Some(origin);
                 plugin.live = Some(live);
@@ -449,6 +455,7 @@ impl Plugin {
                     until: off.until_rfc3339(),
                 })
                 .collect(),
+            denied_metrics: self.spec.deny_metrics.clone(),
             last_failure: self.last_failure.clone(),
             cost: self.cost,
             metrics,
@@ -481,10 +488,30 @@ impl Plugin {
                             description: m.description.clone(),
                             label_keys: m.label_keys.clone(),
                             buckets: m.buckets.clone(),
+                            denied: self.spec.deny_metrics.contains(&m.name),
                         })
                         .collect()
                 })
                 .unwrap_or_default(),
+            events: info
+                .map(|i| {
+                    i.events
+                        .iter()
+                        .map(|e| DeclaredEvent {
+                            kind: e.kind.clone(),
+                            fields: e
+                                .fields
+                                .iter()
+                                .map(|f| DeclaredField {
+                                    name: f.name.clone(),
+                                    ty: field_type(f.type_),
+                                })
+                                .collect(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            deny_metrics: self.spec.deny_metrics.clone(),
             limits: self.spec.limits,
             cost: self.cost,
         }
@@ -679,6 +706,32 @@ fn instantiate(
     let info = lift::plugin_info(raw.0).map_err(StartError::Invalid)?;
     info::validate(&info).map_err(StartError::Invalid)?;
     Ok((live, info))
+}
+
+/// Refuses a plugin whose manifest entry denies a metric it does not
+/// declare: a typo, or a new version that renamed the metric, which would
+/// otherwise be reported under its new name against the operator's word.
+fn undeclared_denial(spec: &PluginSpec, info: &PluginInfo) -> Result<(), String> {
+    let Some(unknown) =
+        spec.deny_metrics.iter().find(|d| !info.metrics.iter().any(|m| &m.name == *d))
+    else {
+        return Ok(());
+    };
+    let declared: Vec<&str> = info.metrics.iter().map(|m| m.name.as_str()).collect();
+    Err(format!(
+        "{}: `{unknown}` is not a metric this plugin declares (it declares: {})",
+        spec.deny_metrics_at,
+        if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+    ))
+}
+
+/// A field type's name in the operator's views.
+fn field_type(t: FieldType) -> &'static str {
+    match t {
+        FieldType::Int => "int",
+        FieldType::Float => "float",
+        FieldType::Str => "str",
+    }
 }
 
 /// The declared event kinds the manifest grants.

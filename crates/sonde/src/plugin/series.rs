@@ -7,6 +7,11 @@
 //! `max_series_per_metric` label sets, new ones fold into a single overflow
 //! series whose every label is [`OVERFLOW_LABEL`], and are counted).
 //!
+//! Metrics the operator denies (`deny_metrics`) are dropped here, the first
+//! thing done with a point, and counted as `denied_points`: no series ever
+//! holds them, so no report, preview or local view can show them, and no
+//! endpoint directive can bring them back.
+//!
 //! Every total stays finite: each delta is checked alone (`valid`), and a
 //! delta that would carry a counter's total or a histogram's sum past
 //! `f64::MAX` is dropped and counted as `non_finite_totals`, leaving the
@@ -29,6 +34,8 @@ enum Total {
 
 pub(crate) struct Series {
     decls: Vec<MetricDecl>,
+    /// Per declared metric: denied by the operator.
+    denied: Vec<bool>,
     max_points: usize,
     max_series: usize,
     max_label: usize,
@@ -37,9 +44,12 @@ pub(crate) struct Series {
 }
 
 impl Series {
-    pub(crate) fn new(decls: Vec<MetricDecl>, limits: PluginLimits) -> Series {
+    /// Series for the metrics `decls` declares, under `limits`, dropping
+    /// every point of a metric named in `deny`.
+    pub(crate) fn new(decls: Vec<MetricDecl>, limits: PluginLimits, deny: &[String]) -> Series {
         let per_metric = vec![0; decls.len()];
         Series {
+            denied: decls.iter().map(|d| deny.contains(&d.name)).collect(),
             decls,
             max_points: limits.max_points_per_collect as usize,
             max_series: limits.max_series_per_metric as usize,
@@ -54,6 +64,10 @@ impl Series {
         let excess = points.len().saturating_sub(self.max_points);
         cost.excess_points += excess as u64;
         for point in points.into_iter().take(self.max_points) {
+            if self.denied.get(point.metric as usize) == Some(&true) {
+                cost.denied_points += 1;
+                continue;
+            }
             if !self.valid(&point) {
                 cost.invalid_points += 1;
                 continue;
@@ -195,7 +209,7 @@ mod tests {
 
     #[test]
     fn deltas_accumulate_and_bad_points_are_counted() {
-        let mut s = Series::new(decls(), PluginLimits::default());
+        let mut s = Series::new(decls(), PluginLimits::default(), &[]);
         let mut cost = PluginCost::default();
         s.apply(vec![counter("a", 2.0), counter("a", 3.0), counter("b", 1.0)], &mut cost);
         let hist = |buckets: Vec<u64>, count| MetricPoint {
@@ -230,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_delta_that_would_make_a_total_infinite_is_dropped_and_counted() {
-        let mut s = Series::new(decls(), PluginLimits::default());
+        let mut s = Series::new(decls(), PluginLimits::default(), &[]);
         let mut cost = PluginCost::default();
         let hist = |sum| MetricPoint {
             metric: 1,
@@ -266,8 +280,29 @@ mod tests {
     }
 
     #[test]
+    fn points_of_a_denied_metric_are_dropped_first_and_counted() {
+        let mut s = Series::new(decls(), PluginLimits::default(), &["c".to_string()]);
+        let mut cost = PluginCost::default();
+        let hist = MetricPoint {
+            metric: 1,
+            labels: vec![],
+            value: MetricValue::Histogram(HistogramDelta {
+                buckets: vec![1, 0],
+                count: 1,
+                sum: 2.0,
+            }),
+        };
+        // A denied point counts as denied even when it is invalid too.
+        s.apply(vec![counter("a", 2.0), counter("a", f64::NAN), hist], &mut cost);
+        assert_eq!((cost.denied_points, cost.invalid_points), (2, 0));
+        let m = s.metrics();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name, "h", "the neighbour metric is kept");
+    }
+
+    #[test]
     fn label_sets_past_the_cap_fold_into_overflow() {
-        let mut s = Series::new(decls(), PluginLimits::default());
+        let mut s = Series::new(decls(), PluginLimits::default(), &[]);
         let mut cost = PluginCost::default();
         let points = (0..1000 + 5).map(|i| counter(&i.to_string(), 1.0)).collect();
         s.apply(points, &mut cost);

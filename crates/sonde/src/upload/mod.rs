@@ -8,6 +8,8 @@
 
 pub(crate) mod otlp;
 mod policy;
+mod quota;
+pub(crate) mod sent;
 mod spool;
 pub(crate) mod transport;
 
@@ -26,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::policy::{
     Backoff, SlidingWindow, Verdict, next_interval, otlp_verdict, retry_after, verdict,
 };
+use self::sent::{SENT_DIR, SentLog, SentRequest};
 use self::spool::Spool;
 pub(crate) use self::transport::{Http, Transport};
 use crate::status::{STOPPED_FILE, UploadStatus};
@@ -130,6 +133,11 @@ pub(crate) fn start<T: Transport>(
         settings.spool_max_bytes,
     )?;
     counters.spooled.store(spool.len() as u64, Relaxed);
+    let sent = SentLog::open(
+        &state_dir.join(SENT_DIR),
+        settings.sent_log_max_files,
+        settings.sent_log_max_bytes,
+    )?;
     let (shutdown, shutdown_rx) = watch::channel(None);
     let (requests, requests_rx) = mpsc::channel(4);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -137,7 +145,8 @@ pub(crate) fn start<T: Transport>(
         .enable_all()
         .build()
         .map_err(|e| crate::Error::Engine(format!("cannot start the upload runtime: {e}")))?;
-    let uploader = Uploader::new(settings, state_dir, spool, transport, telemetry, counters);
+    let uploader =
+        Uploader::new(settings, state_dir, (spool, sent), transport, telemetry, counters);
     std::thread::Builder::new()
         .name("sonde-upload".into())
         .spawn(move || {
@@ -153,6 +162,8 @@ struct Uploader<T> {
     endpoint: String,
     state_dir: std::path::PathBuf,
     spool: Spool,
+    /// The record of what left (`sonde sent`).
+    sent: SentLog,
     requests: SlidingWindow,
     bytes: SlidingWindow,
     backoff: Backoff,
@@ -174,7 +185,7 @@ impl<T: Transport> Uploader<T> {
     fn new(
         settings: DeliverySettings,
         state_dir: std::path::PathBuf,
-        spool: Spool,
+        (spool, sent): (Spool, SentLog),
         transport: T,
         telemetry: WeakTelemetry,
         counters: Arc<Counters>,
@@ -192,6 +203,7 @@ impl<T: Transport> Uploader<T> {
             settings,
             state_dir,
             spool,
+            sent,
             transport,
             telemetry,
             counters,
@@ -307,7 +319,9 @@ impl<T: Transport> Uploader<T> {
         self.bytes.record(now, weight);
         outcome.reports = batch.count;
         self.status.last_attempt = Some(now_rfc3339());
-        let answer = self.transport.post(body).await;
+        let sent_at = SystemTime::now();
+        let answer = self.transport.post(body.clone()).await;
+        self.keep_record(sent_at, batch.count, &body, &answer, now.elapsed());
         let (status, retry, body) = match &answer {
             Ok(a) => (Some(a.status), a.retry_after, Some(a)),
             Err(e) => {
@@ -394,6 +408,42 @@ impl<T: Transport> Uploader<T> {
         outcome.spooled = self.spool.len();
         self.save_status();
         outcome
+    }
+
+    /// Keeps what just left in the record of what left: the exact body, when,
+    /// where, and the answer.
+    fn keep_record(
+        &mut self,
+        at: SystemTime,
+        reports: usize,
+        body: &[u8],
+        answer: &Result<transport::Answer, String>,
+        took: Duration,
+    ) {
+        let (status, error, answer_body, cut) = match answer {
+            Ok(a) => (Some(a.status), None, a.body.as_slice(), a.body_cut),
+            Err(e) => (None, Some(e.clone()), &[][..], false),
+        };
+        let protocol = self.settings.protocol;
+        let content_type = match protocol {
+            Protocol::Sonde => transport::JSON_CONTENT_TYPE,
+            Protocol::Otlp => otlp::CONTENT_TYPE,
+        };
+        let request = SentRequest {
+            id: String::new(),
+            time: humantime::format_rfc3339_millis(at).to_string(),
+            endpoint: self.endpoint.clone(),
+            protocol,
+            content_type: content_type.into(),
+            reports,
+            body_bytes: 0,
+            status,
+            error,
+            answer_bytes: 0,
+            answer_cut: cut,
+            duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.sent.record(request, body, answer_body);
     }
 
     /// The oldest spooled reports as one gzip body (JSON, or OTLP protobuf)

@@ -9,7 +9,8 @@
 //! is counted, never retried.
 //!
 //! Mapping: one `ResourceMetrics` per report (the instance, the host facts
-//! the report carries), one scope per plugin (its name and version), one per
+//! the report carries, the ident channel's `sonde.ident.contact` and
+//! `sonde.ident.description` when the operator set them), one scope per plugin (its name and version), one per
 //! application source, and a `sonde` scope with the runtime's own counters
 //! (events recorded, processed and dropped; per-plugin cost; delivery).
 //! Values are cumulative since `started`, as in the report.
@@ -27,7 +28,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-use sonde_core::{Metric, MetricKind, MetricValue, PluginState, Report, ReportBatch};
+use sonde_core::{Metric, MetricKind, MetricValue, Report, ReportBatch};
 
 /// The request's `Content-Type`.
 pub(crate) const CONTENT_TYPE: &str = "application/x-protobuf";
@@ -83,6 +84,15 @@ fn resource_metrics(report: &Report, service: &str) -> ResourceMetrics {
     if let Some(id) = &report.installation_id {
         attributes.push(kv("sonde.installation.id", id));
     }
+    // The ident channel, only as the operator set it.
+    if let Some(ident) = &report.ident {
+        if let Some(contact) = &ident.contact {
+            attributes.push(kv("sonde.ident.contact", contact));
+        }
+        if let Some(description) = &ident.description {
+            attributes.push(kv("sonde.ident.description", description));
+        }
+    }
     let at = Times {
         start: report.started.as_deref().map_or(0, unix_nanos),
         now: unix_nanos(&report.timestamp),
@@ -115,44 +125,16 @@ struct Times {
     now: u64,
 }
 
-/// The runtime's own counters, so a dashboard on the OTLP side sees drops
-/// and failures as plainly as a sonde collector does.
+/// The runtime's own counters (`own.rs`), so a dashboard on the OTLP side
+/// sees drops and failures as plainly as a sonde collector does.
 fn self_metrics(report: &Report, at: Times) -> ScopeMetrics {
-    let b = &report.buffer;
-    let d = &report.delivery;
-    let mut metrics = vec![
-        counter("sonde.events.recorded", "{event}", &[], b.recorded, at),
-        counter("sonde.events.processed", "{event}", &[], b.processed, at),
-        counter("sonde.events.dropped", "{event}", &[], b.dropped, at),
-        counter("sonde.events.truncated", "{event}", &[], b.truncated, at),
-        counter("sonde.delivery.sent", "{report}", &[], d.sent, at),
-        counter("sonde.delivery.spool_dropped", "{report}", &[], d.spool_dropped, at),
-        counter("sonde.delivery.rejected", "{report}", &[], d.rejected, at),
-        counter("sonde.delivery.failed_attempts", "{request}", &[], d.failed_attempts, at),
-        counter("sonde.delivery.rejected_points", "{point}", &[], d.rejected_points, at),
-    ];
-    for p in &report.plugins {
-        let attrs = [("sonde.plugin", p.name.as_str())];
-        let c = &p.cost;
-        let dropped = c.invalid_points + c.excess_points + c.overflow_points + c.non_finite_totals;
-        metrics.extend([
-            counter("sonde.plugin.events", "{event}", &attrs, c.events, at),
-            counter("sonde.plugin.busy", "us", &attrs, c.busy_us, at),
-            counter("sonde.plugin.failures", "{failure}", &attrs, c.failures, at),
-            counter("sonde.plugin.points_dropped", "{point}", &attrs, dropped, at),
-            gauge(
-                "sonde.plugin.running",
-                "1",
-                &attrs,
-                u64::from(p.state == PluginState::Running),
-                at,
-            ),
-        ]);
-    }
-    for s in &report.sources {
-        let attrs = [("sonde.source", s.name.as_str())];
-        metrics.push(counter("sonde.source.overflow", "{series}", &attrs, s.overflow_series, at));
-    }
+    let metrics = crate::own::own_metrics(report)
+        .into_iter()
+        .map(|o| {
+            let attrs: Vec<(&str, &str)> = o.label.into_iter().collect();
+            own(o.name, o.unit, &attrs, o.value, at, o.counter)
+        })
+        .collect();
     ScopeMetrics {
         scope: Some(scope(SELF_SCOPE, &report.host.sonde_version)),
         metrics: merge_by_name(metrics),
@@ -251,14 +233,6 @@ fn own(
     PbMetric { name: name.into(), unit: unit.into(), data: Some(data), ..Default::default() }
 }
 
-fn counter(name: &str, unit: &str, attrs: &[(&str, &str)], value: u64, at: Times) -> PbMetric {
-    own(name, unit, attrs, value, at, true)
-}
-
-fn gauge(name: &str, unit: &str, attrs: &[(&str, &str)], value: u64, at: Times) -> PbMetric {
-    own(name, unit, attrs, value, at, false)
-}
-
 fn number(attributes: Vec<KeyValue>, value: f64, at: Times, cumulative: bool) -> NumberDataPoint {
     NumberDataPoint {
         attributes,
@@ -295,7 +269,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess;
-    use sonde_core::{BufferStats, PluginCost, PluginReport, SourceReport};
+    use sonde_core::{BufferStats, PluginCost, PluginReport, PluginState, SourceReport};
     use uuid::Uuid;
 
     use super::*;
@@ -321,7 +295,8 @@ mod tests {
             until: None,
             last_failure: None,
             disabled_metrics: vec![],
-            cost: PluginCost { events: 7, ..Default::default() },
+            denied_metrics: vec![],
+            cost: PluginCost { events: 7, denied_points: 2, ..Default::default() },
             metrics: vec![
                 series(
                     "http.requests",
@@ -448,6 +423,8 @@ mod tests {
         };
         assert_eq!((value("sonde.events.recorded"), value("sonde.events.dropped")), (10, 3));
         assert_eq!(value("sonde.plugin.events"), 7);
+        assert_eq!(value("sonde.plugin.points_denied"), 2);
+        assert_eq!(attr(&res.attributes, "sonde.ident.contact"), None, "no ident unless set");
         assert_eq!(value("sonde.source.overflow"), 1);
     }
 
@@ -472,6 +449,20 @@ mod tests {
             })
             .collect();
         assert_eq!(points, [("sum", 2), ("gauge", 1)]);
+    }
+
+    #[test]
+    fn the_ident_channel_becomes_resource_attributes_as_set() {
+        let mut r = report();
+        r.ident =
+            Some(sonde_core::Ident { contact: Some("ops@example.com".into()), description: None });
+        let req = request(&[r], "sonde");
+        let res = req.resource_metrics[0].resource.as_ref().expect("resource");
+        assert_eq!(
+            attr(&res.attributes, "sonde.ident.contact").as_deref(),
+            Some("ops@example.com")
+        );
+        assert_eq!(attr(&res.attributes, "sonde.ident.description"), None);
     }
 
     #[test]

@@ -10,26 +10,18 @@
 //! with a warning, never trusted and never fatal; the host itself never
 //! writes one ([`Report::to_json`] holds to the same check).
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sonde_core::Report;
 
+use super::quota::QuotaDir;
 use crate::error::Error;
 
 /// Most files kept in `bad/`; older ones are deleted.
 const MAX_BAD_FILES: usize = 32;
 
 pub(crate) struct Spool {
-    dir: PathBuf,
-    max_files: usize,
-    max_bytes: u64,
-    /// File name → size, oldest first.
-    files: BTreeMap<String, u64>,
-    bytes: u64,
-    seq: u64,
+    files: QuotaDir,
 }
 
 /// Reports read back for one request, with the files they came from.
@@ -42,33 +34,12 @@ pub(crate) struct Batch {
 
 impl Spool {
     /// Opens the spool in `dir`, removing leftovers of interrupted writes.
-    pub(crate) fn open(dir: &Path, max_files: u32, max_bytes: u64) -> Result<Spool, Error> {
-        let err = |source| Error::State { path: dir.to_path_buf(), source };
-        fs::create_dir_all(dir).map_err(err)?;
-        let mut files = BTreeMap::new();
-        let mut bytes = 0;
-        for entry in fs::read_dir(dir).map_err(err)? {
-            let Ok(entry) = entry else { continue };
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            if name.ends_with(".json") {
-                bytes += meta.len();
-                files.insert(name, meta.len());
-            } else if name.contains(".tmp") {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        Ok(Spool {
-            dir: dir.to_path_buf(),
-            max_files: max_files as usize,
-            max_bytes,
-            files,
-            bytes,
-            seq: 0,
-        })
+    pub(crate) fn open(
+        dir: &std::path::Path,
+        max_files: u32,
+        max_bytes: u64,
+    ) -> Result<Spool, Error> {
+        Ok(Spool { files: QuotaDir::open(dir, ".json", max_files, max_bytes)? })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -76,37 +47,18 @@ impl Spool {
     }
 
     pub(crate) fn bytes(&self) -> u64 {
-        self.bytes
+        self.files.bytes()
     }
 
     /// Spools `report`; returns how many reports were lost doing it: old
     /// ones the quota dropped, plus this one if it could not be written.
     pub(crate) fn push(&mut self, report: &Report) -> u64 {
-        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        self.seq += 1;
-        let name = format!("{millis:016}-{:08}-{}.json", self.seq % 100_000_000, report.report_id);
-        let bytes = report.to_json();
-        // Room first, so the spool never holds more than its quota, not
-        // even for a moment; a report over the byte quota by itself is kept.
-        let dropped = self.make_room(bytes.len() as u64);
-        if let Err(e) = crate::state::write_private(&self.dir.join(&name), &bytes) {
+        let name = self.files.new_name(&format!("-{}.json", report.report_id));
+        let (dropped, written) = self.files.write(name, &report.to_json());
+        if let Err(e) = written {
             // A report that cannot be spooled is lost: count it with the rest.
             tracing::debug!("cannot spool a report: {e}");
             return dropped + 1;
-        }
-        self.bytes += bytes.len() as u64;
-        self.files.insert(name, bytes.len() as u64);
-        dropped
-    }
-
-    /// Drops the oldest reports until one more of `incoming` bytes fits.
-    fn make_room(&mut self, incoming: u64) -> u64 {
-        let mut dropped = 0;
-        while self.files.len() >= self.max_files || self.bytes + incoming > self.max_bytes {
-            let Some((name, size)) = self.files.pop_first() else { break };
-            let _ = fs::remove_file(self.dir.join(&name));
-            self.bytes -= size;
-            dropped += 1;
         }
         dropped
     }
@@ -118,13 +70,13 @@ impl Spool {
         let mut body = b"{\"reports\":[".to_vec();
         let mut names = Vec::new();
         let candidates: Vec<(String, u64)> =
-            self.files.iter().map(|(n, s)| (n.clone(), *s)).collect();
+            self.files.files.iter().map(|(n, s)| (n.clone(), *s)).collect();
         let mut used = 0;
         for (name, size) in candidates {
             if !names.is_empty() && (used + size > max_bytes || names.len() >= max_count) {
                 break;
             }
-            let path = self.dir.join(&name);
+            let path = self.files.dir.join(&name);
             // The same check every reader makes, so what is sent is what a
             // collector takes; the writer (`Report::to_json`) never fails it.
             let valid = fs::read(&path).ok().filter(|b| Report::from_json(b).is_ok());
@@ -147,19 +99,15 @@ impl Spool {
     /// Removes delivered (or rejected) reports.
     pub(crate) fn remove(&mut self, names: &[String]) {
         for name in names {
-            if let Some(size) = self.files.remove(name) {
-                self.bytes -= size;
-                let _ = fs::remove_file(self.dir.join(name));
-            }
+            self.files.remove(name);
         }
     }
 
     fn set_aside(&mut self, name: &str) {
-        tracing::warn!(file = %self.dir.join(name).display(), "spooled report is corrupt; moved to bad/");
-        crate::state::set_aside(&self.dir.join(name), MAX_BAD_FILES);
-        if let Some(size) = self.files.remove(name) {
-            self.bytes -= size;
-        }
+        let path = self.files.dir.join(name);
+        tracing::warn!(file = %path.display(), "spooled report is corrupt; moved to bad/");
+        crate::state::set_aside(&path, MAX_BAD_FILES);
+        self.files.forget(name);
     }
 }
 

@@ -58,6 +58,9 @@ pub fn gzip(body: &[u8], protocol: Protocol) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// The request's `Content-Type` for sonde's own protocol.
+pub(crate) const JSON_CONTENT_TYPE: &str = "application/json";
+
 /// The real transport: reqwest over rustls, no redirects, no system proxy,
 /// bounded in time and in what it reads.
 pub(crate) struct Http {
@@ -82,7 +85,7 @@ impl Http {
         }
         let client = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let content_type = match settings.protocol {
-            Protocol::Sonde => "application/json",
+            Protocol::Sonde => JSON_CONTENT_TYPE,
             Protocol::Otlp => super::otlp::CONTENT_TYPE,
         };
         Ok(Http { client, endpoint, content_type })
