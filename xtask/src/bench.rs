@@ -194,7 +194,7 @@ fn server_rounds(servers: &Servers) -> Result<()> {
 }
 
 /// `path`, from Debian's package `pkg` (installed when missing, as root).
-fn ensure_apt(pkg: &str, path: &str) -> Result<PathBuf> {
+pub(crate) fn ensure_apt(pkg: &str, path: &str) -> Result<PathBuf> {
     let found = || Path::new(path).exists().then(|| PathBuf::from(path));
     if let Some(p) = found() {
         return Ok(p);
