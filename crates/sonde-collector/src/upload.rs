@@ -1,5 +1,6 @@
 //! Reading an upload: the body of `POST /v1/reports`, gzip or plain, a
-//! [`ReportBatch`] or a bare [`Report`], within bounds.
+//! [`ReportBatch`](sonde_core::ReportBatch) or a bare [`Report`], within
+//! bounds.
 //!
 //! Every size here is controlled by whoever can reach the collector, so each
 //! has a limit and a typed error ([`UploadError`]) that the routes turn into

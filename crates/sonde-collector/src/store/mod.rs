@@ -26,8 +26,11 @@
 //! | `instances` | instance: first and last seen, report count | |
 //! | `directives`, `deliveries` | directive (`action`, `plugin`, `source` admin/rule); its delivery to an instance | disabled by whom, why |
 //!
-//! Deltas are described in [`rows`](self::rows); pruning in
-//! [`crate::retention`].
+//! A change over an interval (`d_*`, `delta`) is taken against the
+//! instance's previous stored report of the same run (`started`); the first
+//! report of a run counts everything since its start; a value that went down
+//! starts over; when the previous report was pruned the change is `NULL`.
+//! Pruning: [`crate::retention`].
 
 mod ingest;
 mod postgres;

@@ -16,7 +16,9 @@ use sonde_core::Directive;
 use uuid::Uuid;
 
 use super::ingest::{self, IngestTx, RuleUpdate};
-use super::rows::{Cost, MetricRow, Origin, PluginRow, Point, ReportRow, Snapshot, int};
+use super::rows::{
+    Cost, MetricRow, Origin, PluginRow, Point, Previous, ReportRow, Snapshot, int, rows,
+};
 use super::{
     Backend, DirectiveSource, Ingested, InstanceSummary, StoreError, StoredDirective, directive,
     directive_json, directive_parts, millis, rfc3339,
@@ -82,6 +84,12 @@ fn setup(mut conn: Connection) -> Result<Connection, StoreError> {
     for (n, sql) in schema::MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
+        if n + 1 == ROWS_VERSION {
+            let filled = backfill(&tx)?;
+            if filled > 0 {
+                tracing::info!(reports = filled, "analysis rows made for the stored reports");
+            }
+        }
         tx.pragma_update(None, "user_version", n as i64 + 1)?;
         tx.commit()?;
         if version > 0 {
@@ -89,6 +97,34 @@ fn setup(mut conn: Connection) -> Result<Connection, StoreError> {
         }
     }
     Ok(conn)
+}
+
+/// The schema version that added the analysis rows.
+const ROWS_VERSION: usize = 2;
+
+/// Makes the analysis rows of the reports stored before they existed, one
+/// instance at a time in the order they were stored (so the intervals are
+/// right). A body that does not read as a report is left without rows.
+fn backfill(tx: &Transaction<'_>) -> Result<u64, StoreError> {
+    let mut stmt = tx.prepare(
+        "SELECT id, instance_id, received_at, body FROM reports ORDER BY instance_id, id",
+    )?;
+    let mut stored = stmt.query([])?;
+    let (mut current, mut prev, mut filled) = (String::new(), Previous::None, 0);
+    while let Some(row) = stored.next()? {
+        let (id, instance, at, body): (i64, String, i64, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        if instance != current {
+            current = instance.clone();
+            prev = Previous::None;
+        }
+        let Ok(report) = sonde_core::Report::from_json(body.as_bytes()) else { continue };
+        let (plugins, metrics, next) = rows(id, &ReportRow { report: &report, body: &body }, &prev);
+        insert_rows(tx, &instance, at, &plugins, &metrics)?;
+        prev = Previous::Report(next);
+        filled += 1;
+    }
+    Ok(filled)
 }
 
 #[async_trait::async_trait]
@@ -306,6 +342,79 @@ fn insert_directive(
     Ok(conn.last_insert_rowid())
 }
 
+/// Inserts the analysis rows of reports of `instance` received at `now`
+/// (ms since the epoch).
+fn insert_rows(
+    conn: &Connection,
+    instance: &str,
+    now: i64,
+    plugins: &[PluginRow],
+    metrics: &[MetricRow],
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO report_plugins (report, instance_id, received_at, plugin, version, state,
+             reason, until, last_failure, events, calls, busy_us, failures, restarts,
+             invalid_points, events_skipped, peak_memory_bytes,
+             d_events, d_calls, d_busy_us, d_failures)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21)",
+    )?;
+    for p in plugins {
+        let c = &p.cost;
+        let d = p.interval;
+        stmt.execute(params![
+            p.report,
+            instance,
+            now,
+            p.plugin,
+            p.version,
+            p.state,
+            p.reason,
+            p.until,
+            p.last_failure,
+            int(c.events),
+            int(c.calls),
+            int(c.busy_us),
+            int(c.failures),
+            int(c.restarts),
+            int(c.invalid_points),
+            int(c.events_skipped),
+            int(c.peak_memory_bytes),
+            d.map(|d| int(d.events)),
+            d.map(|d| int(d.calls)),
+            d.map(|d| int(d.busy_us)),
+            d.map(|d| int(d.failures)),
+        ])?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO report_metrics (report, instance_id, received_at, origin, owner, name,
+             kind, unit, labels, value, delta, count, sum, d_sum, bounds, buckets, fields)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    for m in metrics {
+        stmt.execute(params![
+            m.report,
+            instance,
+            now,
+            m.origin.as_str(),
+            m.owner,
+            m.name,
+            m.kind,
+            m.unit,
+            m.labels,
+            m.value,
+            m.delta,
+            m.count,
+            m.sum,
+            m.d_sum,
+            m.bounds,
+            m.buckets,
+            m.fields,
+        ])?;
+    }
+    Ok(())
+}
+
 fn uuid(text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("instance id `{text}`: {e}")))
 }
@@ -421,69 +530,7 @@ impl IngestTx for SqliteTx<'_> {
         plugins: &[PluginRow],
         metrics: &[MetricRow],
     ) -> Result<(), StoreError> {
-        let (instance, now) = (instance.to_string(), millis(now));
-        let mut stmt = self.0.prepare_cached(
-            "INSERT INTO report_plugins (report, instance_id, received_at, plugin, version, state,
-                 reason, until, last_failure, events, calls, busy_us, failures, restarts,
-                 invalid_points, events_skipped, peak_memory_bytes,
-                 d_events, d_calls, d_busy_us, d_failures)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21)",
-        )?;
-        for p in plugins {
-            let c = &p.cost;
-            let d = p.interval;
-            stmt.execute(params![
-                p.report,
-                instance,
-                now,
-                p.plugin,
-                p.version,
-                p.state,
-                p.reason,
-                p.until,
-                p.last_failure,
-                int(c.events),
-                int(c.calls),
-                int(c.busy_us),
-                int(c.failures),
-                int(c.restarts),
-                int(c.invalid_points),
-                int(c.events_skipped),
-                int(c.peak_memory_bytes),
-                d.map(|d| int(d.events)),
-                d.map(|d| int(d.calls)),
-                d.map(|d| int(d.busy_us)),
-                d.map(|d| int(d.failures)),
-            ])?;
-        }
-        let mut stmt = self.0.prepare_cached(
-            "INSERT INTO report_metrics (report, instance_id, received_at, origin, owner, name,
-                 kind, unit, labels, value, delta, count, sum, d_sum, bounds, buckets, fields)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        )?;
-        for m in metrics {
-            stmt.execute(params![
-                m.report,
-                instance,
-                now,
-                m.origin.as_str(),
-                m.owner,
-                m.name,
-                m.kind,
-                m.unit,
-                m.labels,
-                m.value,
-                m.delta,
-                m.count,
-                m.sum,
-                m.d_sum,
-                m.bounds,
-                m.buckets,
-                m.fields,
-            ])?;
-        }
-        Ok(())
+        insert_rows(self.0, &instance.to_string(), millis(now), plugins, metrics)
     }
 
     async fn update_instance(
@@ -637,7 +684,18 @@ mod tests {
     async fn a_version_1_database_is_migrated_with_its_reports_and_deliveries() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.db");
-        let report = sonde_core::Report::new(Uuid::new_v4(), Default::default(), vec![]);
+        let plugin = sonde_core::PluginReport {
+            name: "p".into(),
+            version: "1".into(),
+            state: sonde_core::PluginState::Running,
+            reason: None,
+            until: None,
+            last_failure: None,
+            disabled_metrics: vec![],
+            cost: sonde_core::PluginCost { events: 10, busy_us: 20, ..Default::default() },
+            metrics: vec![],
+        };
+        let report = sonde_core::Report::new(Uuid::new_v4(), Default::default(), vec![plugin]);
         let body = String::from_utf8(report.to_json()).expect("utf8");
         let conn = Connection::open(&path).expect("open");
         conn.execute_batch(schema::MIGRATIONS[0]).expect("v1");
@@ -674,6 +732,17 @@ mod tests {
             )
             .expect("columns");
         assert_eq!((os.as_str(), plugin.as_str()), (std::env::consts::OS, "p"));
+        // Its rows were made by the migration, interval and all.
+        let row: (String, i64, i64, i64) = backend
+            .conn
+            .lock()
+            .query_row(
+                "SELECT plugin, events, d_events, received_at FROM report_plugins WHERE report = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .expect("backfilled");
+        assert_eq!(row, ("p".to_string(), 10, 10, 1000));
         // Delivered before the migration: not delivered again.
         let next = sonde_core::Report::new(report.instance_id, Default::default(), vec![]);
         let json = String::from_utf8(next.to_json()).expect("utf8");

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS rule_issues (
 /// Version 2: series stored for analysis. `reports` gets an integer key
 /// (its old rowid, which `instances.last_report` holds) and the runtime
 /// facts as columns, filled from the stored JSON; the plugin and metric
-/// rows of reports stored before this version are not made up afterwards.
+/// rows of the reports already stored are made in the same transaction
+/// (`backfill`, in Rust).
 const V2: &str = "
 CREATE TABLE reports_v2 (
     id              INTEGER PRIMARY KEY,
