@@ -207,7 +207,7 @@ fn section(root: &Path, runner: &Path, title: &str, args: &[String]) -> Result<(
     let _ = writeln!(body, "## {title}\n");
     let _ = writeln!(
         body,
-        "Reproduce: `cargo build --release -p sonde-tests --bins && \
+        "Reproduce: `cargo build --release -p sonde-tests --bins -p sonde-collector && \
          target/release/sonde-reliability {}`\n",
         args.join(" ")
     );
