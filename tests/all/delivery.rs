@@ -52,7 +52,7 @@ fn reports_are_sent_gzipped_on_schedule_with_the_plugins_numbers() {
         .iter()
         .map(|m| match m.value {
             sonde::MetricValue::Scalar { value } => value,
-            sonde::MetricValue::Histogram { .. } => 0.0,
+            sonde::MetricValue::Histogram { .. } | sonde::MetricValue::Other(_) => 0.0,
         })
         .sum();
     assert_eq!(total, 10.0);

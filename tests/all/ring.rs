@@ -40,7 +40,7 @@ fn record_from_several_threads_with_a_full_buffer_counts_every_drop() {
         .iter()
         .map(|m| match m.value {
             MetricValue::Scalar { value } => value,
-            MetricValue::Histogram { .. } => panic!("counter expected"),
+            MetricValue::Histogram { .. } | MetricValue::Other(_) => panic!("counter expected"),
         })
         .sum();
     assert_eq!(counted, b.processed as f64, "the plugin saw exactly the processed events");

@@ -11,6 +11,7 @@
 //! sonde-reliability collector [--instances 200] [--reports 10]
 //! sonde-reliability crashes [--kills 30]
 //! sonde-reliability hostile
+//! sonde-reliability fleet [--instances 100] [--reports 10]
 //! ```
 
 #![allow(clippy::unwrap_used, reason = "a test runner: a failure is a failed run")]
@@ -32,6 +33,7 @@ use sonde_tests::{
 };
 use uuid::Uuid;
 
+mod fleet;
 mod hostile;
 
 static HTTP: sonde::EventKind = sonde::EventKind::new(
@@ -49,9 +51,13 @@ fn main() {
         }
         Some("crashes") => crashes(flag(&args, "--kills", 30)),
         Some("hostile") => hostile::table(),
+        Some("fleet") => fleet::table(
+            flag(&args, "--instances", 100) as usize,
+            flag(&args, "--reports", 10) as usize,
+        ),
         Some("hostile-case") => hostile::case(args.get(1).map_or("baseline", String::as_str)),
         _ => Err(anyhow::anyhow!(
-            "usage: sonde-reliability faults|overload|collector|crashes|hostile"
+            "usage: sonde-reliability faults|overload|collector|crashes|hostile|fleet"
         )),
     };
     if let Err(e) = result {
@@ -374,6 +380,18 @@ impl Conn {
         let s = self.reader.get_mut();
         s.write_all(head.as_bytes())?;
         s.write_all(gzip)?;
+        self.response()
+    }
+
+    /// GETs `path`; returns (status, body).
+    fn get(&mut self, path: &str) -> Result<(u16, String)> {
+        let head = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n\r\n", self.addr);
+        self.reader.get_mut().write_all(head.as_bytes())?;
+        self.response()
+    }
+
+    /// Reads one response: (status, body).
+    fn response(&mut self) -> Result<(u16, String)> {
         let mut status = String::new();
         self.reader.read_line(&mut status)?;
         let code: u16 =

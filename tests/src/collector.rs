@@ -14,7 +14,7 @@ pub struct Collector {
     /// Its state, to read the store directly.
     pub state: CollectorState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Collector {
@@ -26,7 +26,7 @@ impl Collector {
             .build()
             .unwrap();
         let policy = Policy::parse(policy, Path::new("policy.toml")).unwrap();
-        let store = Store::open(&dir.join("collector.db")).unwrap();
+        let store = Store::sqlite(&dir.join("collector.db")).unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = CollectorState::new(store, policy, AdminAccess::new(None, addr).unwrap());
@@ -39,13 +39,17 @@ impl Collector {
             addr,
             state,
             stop: Some(stop),
-            _runtime: runtime,
+            runtime,
         }
     }
 
     /// The reports stored for `instance`, newest first.
     pub fn reports(&self, instance: uuid::Uuid) -> Vec<sonde_core::Report> {
-        let stored = self.state.store().reports(instance, 1000).unwrap().unwrap_or_default();
+        let stored = self
+            .runtime
+            .block_on(self.state.store().reports(instance, 1000))
+            .unwrap()
+            .unwrap_or_default();
         stored.iter().map(|json| serde_json::from_str(json).unwrap()).collect()
     }
 }

@@ -86,6 +86,8 @@ pub fn total(p: &sonde_core::PluginReport, metric: Option<&str>) -> f64 {
         .map(|m| match m.value {
             sonde_core::MetricValue::Scalar { value } => value,
             sonde_core::MetricValue::Histogram { count, .. } => count as f64,
+            // Only a reader makes these (a newer host's value): not a host's.
+            sonde_core::MetricValue::Other(_) => f64::NAN,
         })
         .sum()
 }

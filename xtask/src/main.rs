@@ -52,11 +52,12 @@ Commands:
   fuzz [--secs N] [TARGET...]
             Run each cargo-fuzz target under fuzz/ for N seconds (default 60);
             a crash is saved to fuzz/regressions/ and fails the command
-  reliability [--only hostile]
+  reliability [--only hostile|fleet]
             The long reliability runs (endpoint faults with record() latency,
-            overload, collector under load, SIGKILL loop, hostile plugins) and
-            the fuzzers; writes RELIABILITY.md (`--only hostile`: that section
-            alone, in about two minutes)
+            overload, collector under load, collector replicas on PostgreSQL,
+            SIGKILL loop, hostile plugins) and the fuzzers; writes
+            RELIABILITY.md (`--only hostile` or `--only fleet`: that section
+            alone, in a few minutes)
   bench [--quick | --server] [--runs N]
             Every benchmark (criterion benches/ N times, dispatch_count under
             callgrind, the example server's routes under wrk with sonde off,
@@ -314,6 +315,7 @@ fn run_tests(root: &Path) -> Result<()> {
     cargo(root, &["check", "--manifest-path", fuzz, "--target-dir", target, "--bins"])?;
     let victoria = install_victoria_metrics(root)?;
     let prometheus = install_prometheus()?;
+    ensure_postgres()?;
     eprintln!("+ cargo test --workspace");
     let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut test = Command::new(&cargo_bin);
@@ -340,6 +342,14 @@ fn run_tests(root: &Path) -> Result<()> {
     scaffold_check(root, false)?;
     println!("xtask test: all green in {:.0?}", start.elapsed());
     Ok(())
+}
+
+/// PostgreSQL 15 (the Debian package `postgresql-15`), for the collector's
+/// PostgreSQL tests and the fleet reliability section, which start servers
+/// of their own from its binaries (`sonde-test-postgres`). The package's
+/// major version is pinned by its name; Debian ships its security updates.
+pub(crate) fn ensure_postgres() -> Result<PathBuf> {
+    bench::ensure_apt("postgresql-15", "/usr/lib/postgresql/15/bin/initdb")
 }
 
 fn no_args(command: &str, rest: &[String]) -> Result<()> {

@@ -32,7 +32,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut only = None;
     while let Some(a) = rest.next() {
         if a == "--only" {
-            only = Some(rest.next().context("--only needs a section: hostile")?.clone());
+            only = Some(rest.next().context("--only needs a section: hostile or fleet")?.clone());
             continue;
         }
         let slot = match a.as_str() {
@@ -48,31 +48,42 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let started = Instant::now();
     crate::print_built(root, &crate::build_components(root, &crate::PLUGINS)?);
     crate::print_built(root, &crate::build_fixtures(root)?);
-    crate::cargo(root, &["build", "--release", "-p", "sonde-tests", "--bins"])?;
+    crate::cargo(
+        root,
+        &["build", "--release", "-p", "sonde-tests", "--bins", "-p", "sonde-collector"],
+    )?;
     let runner = root.join("target/release/sonde-reliability");
+    let fleet_args = || vec!["fleet".to_string(), "--instances".into(), b.instances.to_string()];
 
     if let Some(only) = only {
-        if only != "hostile" {
-            bail!("--only takes `hostile` (the other sections run together)");
-        }
-        let (text, ok) = section(root, &runner, HOSTILE, &["hostile".to_string()])?;
+        let (title, args) = match only.as_str() {
+            "hostile" => (HOSTILE, vec!["hostile".to_string()]),
+            "fleet" => {
+                crate::ensure_postgres()?;
+                (FLEET, fleet_args())
+            }
+            _ => bail!("--only takes `hostile` or `fleet` (the other sections run together)"),
+        };
+        let (text, ok) = section(root, &runner, title, &args)?;
         let path = root.join("RELIABILITY.md");
         let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Reliability\n\n".into());
-        std::fs::write(&path, splice(&doc, HOSTILE, &text))?;
-        println!("wrote the `{HOSTILE}` section of RELIABILITY.md in {:.0?}", started.elapsed());
+        std::fs::write(&path, splice(&doc, title, &text))?;
+        println!("wrote the `{title}` section of RELIABILITY.md in {:.0?}", started.elapsed());
         if !ok {
-            bail!("failed: {HOSTILE} (see RELIABILITY.md)");
+            bail!("failed: {title} (see RELIABILITY.md)");
         }
         return Ok(());
     }
+    crate::ensure_postgres()?;
 
-    let sections: [(&str, Vec<String>); 5] = [
+    let sections: [(&str, Vec<String>); 6] = [
         ("Endpoint faults", vec!["faults".into(), "--secs".into(), b.fault_secs.to_string()]),
         ("Overload", vec!["overload".into(), "--secs".into(), b.overload_secs.to_string()]),
         (
             "Collector under load",
             vec!["collector".into(), "--instances".into(), b.instances.to_string()],
         ),
+        (FLEET, fleet_args()),
         ("Crashes (SIGKILL)", vec!["crashes".into(), "--kills".into(), b.kills.to_string()]),
         (HOSTILE, vec!["hostile".into()]),
     ];
@@ -179,6 +190,8 @@ fn machine() -> String {
 /// The title of the hostile-plugins section (`--only hostile` rewrites it
 /// alone).
 const HOSTILE: &str = "Hostile plugins";
+/// The title of the collector replicas section (`--only fleet`).
+const FLEET: &str = "Collector at fleet scale (SQLite, PostgreSQL, replicas)";
 
 /// Runs one section of the runner; its Markdown (title, how to reproduce,
 /// output) and whether it passed.
@@ -194,7 +207,7 @@ fn section(root: &Path, runner: &Path, title: &str, args: &[String]) -> Result<(
     let _ = writeln!(body, "## {title}\n");
     let _ = writeln!(
         body,
-        "Reproduce: `cargo build --release -p sonde-tests --bins && \
+        "Reproduce: `cargo build --release -p sonde-tests --bins -p sonde-collector && \
          target/release/sonde-reliability {}`\n",
         args.join(" ")
     );

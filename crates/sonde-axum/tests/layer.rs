@@ -43,6 +43,7 @@ fn series(r: &Report, plugin: &str) -> Vec<(String, f64)> {
             let v = match m.value {
                 MetricValue::Scalar { value } => value,
                 MetricValue::Histogram { count, .. } => count as f64,
+                MetricValue::Other(_) => f64::NAN,
             };
             (labels.join(","), v)
         })

@@ -178,10 +178,17 @@ pub(crate) fn print_report(r: &Report) {
                         .collect();
                     println!("  {series} count={count} sum={sum} [{}]", cells.join(" "));
                 }
+                MetricValue::Other(fields) => println!("  {series} {}", e(&fields_text(fields))),
             }
         }
     }
     print_sources(r);
+}
+
+/// A value of a shape this build does not know (from a newer host's report),
+/// as its JSON fields.
+fn fields_text(fields: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::Value::Object(fields.clone()).to_string()
 }
 
 /// Application metrics attached to the runtime (`app_metrics = true`).
@@ -202,6 +209,7 @@ fn print_sources(r: &Report) {
                 MetricValue::Histogram { count, sum, .. } => {
                     println!("  {series} count={count} sum={sum}")
                 }
+                MetricValue::Other(fields) => println!("  {series} {}", e(&fields_text(fields))),
             }
         }
     }

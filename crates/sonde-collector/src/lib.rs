@@ -1,17 +1,26 @@
 //! # The reference sonde collector
 //!
-//! An endpoint that sonde hosts send their reports to. It stores them in
-//! SQLite (deduplicated by `report_id`), rate-limits each host instance,
-//! and answers with an [`EndpointResponse`](sonde_core::EndpointResponse):
-//! how many reports it took, when to report next, and directives, either
-//! posted by an operator or issued by the policy's cost rules.
+//! An endpoint that sonde hosts send their reports to. It stores them
+//! (deduplicated by `report_id`) with their runtime facts, plugin states and
+//! costs and metric series in tables for analysis, rate-limits each host
+//! instance, and answers with an
+//! [`EndpointResponse`](sonde_core::EndpointResponse): how many reports it
+//! took, when to report next, and directives, either posted by an operator
+//! or issued by the policy's cost rules.
 //!
 //! ## Running it
 //!
 //! ```text
 //! sonde-collector --listen 127.0.0.1:8080 --db collector.db \
-//!     [--policy policy.toml] [--admin-token TOKEN]
+//!     [--policy policy.toml] [--admin-token TOKEN] [--retain 30d] [--max-db-size 10GiB]
+//! sonde-collector --listen 0.0.0.0:8080 --db postgres://sonde@db/telemetry --admin-token TOKEN
 //! ```
+//!
+//! `--db` is a SQLite file (embedded, one process) or a PostgreSQL URL: any
+//! number of collector processes behind a load balancer may share one
+//! PostgreSQL database, and dedupe, directives, cost rules and rate limits
+//! behave as with one ([`store`]). `--retain` prunes old reports on a
+//! schedule ([`retention`]).
 //!
 //! Logs go to stderr (`RUST_LOG=debug` for one line per upload). Exit codes:
 //! 0 after a clean shutdown (Ctrl-C or SIGTERM), 1 when serving fails, 2 for
@@ -30,7 +39,8 @@
 //! | `GET /v1/directives?limit=N` | admin | | `200` `[{"id", "instance_id", "directive", "source": "admin"\|"rule", "created_at", "delivered"}]`, newest first |
 //! | `DELETE /v1/directives/{id}` | admin | | `204`; `404` unknown id |
 //! | `GET /v1/instances?limit=N` | admin | | `200` `[{"instance_id", "first_seen", "last_seen", "reports"}]`, last seen first |
-//! | `GET /v1/instances/{id}/reports?limit=N` | admin | | `200` `[Report, ...]` newest received first (default 10); `404` unknown instance |
+//! | `GET /v1/instances/{id}/reports?limit=N` | admin | | `200` `[Report, ...]` newest received first (default 10), each as the host sent it; `404` unknown instance |
+//! | `GET /metrics` | admin | | `200` the collector's own counters, Prometheus text format ([`stats`]) |
 //! | `GET /healthz` | anyone | | `200` `ok` |
 //!
 //! Lists default to 100 items (reports: 10) and return at most 1000. Admin
@@ -55,8 +65,12 @@
 //!   line and key ([`PolicyError`]).
 //! - [`Rule`] and [`step`] ([`policy`]): the cost rules and when they issue
 //!   `disable_plugin`, decided without I/O.
-//! - [`Store`] ([`store`]): SQLite in WAL mode, dedupe and deliveries.
-//! - [`Limiter`] ([`limit`]): a bounded token bucket per instance.
+//! - [`Store`] ([`store`]): SQLite or PostgreSQL behind one trait: dedupe,
+//!   deliveries, the rows kept for analysis, versioned migrations.
+//! - [`RateLimiter`] ([`limit`]): a token bucket per instance, in the
+//!   process ([`Limiter`]) or in PostgreSQL for replicas.
+//! - [`Retention`] ([`retention`]) and [`Stats`] ([`stats`]): pruning on a
+//!   schedule, and the counters it and the routes keep.
 //! - [`upload::decode`]: an upload body to reports, within
 //!   [`MAX_BODY_BYTES`], [`MAX_DECODED_BYTES`] and [`MAX_REPORTS_PER_BATCH`].
 //!
@@ -66,7 +80,7 @@
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let admin = AdminAccess::new(None, listener.local_addr()?)?;
-//! let store = Store::open("collector.db".as_ref())?;
+//! let store = Store::sqlite("collector.db".as_ref())?;
 //! let state = CollectorState::new(store, Policy::default(), admin);
 //! sonde_collector::serve(listener, state, async {
 //!     let _ = tokio::signal::ctrl_c().await;
@@ -82,8 +96,10 @@ pub mod admin;
 pub mod config;
 pub mod limit;
 pub mod policy;
+pub mod retention;
 mod routes;
 mod state;
+pub mod stats;
 pub mod store;
 pub mod upload;
 
@@ -92,14 +108,16 @@ use std::net::SocketAddr;
 
 pub use admin::{AdminAccess, NewDirective};
 pub use config::{Policy, PolicyError, RateLimit};
-pub use limit::{Limiter, Throttled};
+pub use limit::{Limiter, RateLimiter, Throttled};
 pub use policy::{Rule, Step, step};
+pub use retention::{Pruned, Retention};
 pub use routes::{
     DEFAULT_LIST_LIMIT, DEFAULT_REPORTS_LIMIT, MAX_ADMIN_BODY_BYTES, MAX_LIST_LIMIT, router,
 };
 pub use state::{CollectorState, MAX_CONCURRENT_DECODES};
-pub use store::{Store, StoreError};
-pub use upload::{MAX_BODY_BYTES, MAX_DECODED_BYTES, MAX_REPORTS_PER_BATCH};
+pub use stats::Stats;
+pub use store::{Db, Store, StoreError};
+pub use upload::{MAX_BODY_BYTES, MAX_DECODED_BYTES, MAX_REPORTS_PER_BATCH, Received};
 
 /// Serves the collector on `listener` until `shutdown` completes, then
 /// finishes the requests in flight. Peers' addresses are passed to the

@@ -9,6 +9,11 @@
 //! One upload (a batch or a bare report) takes one token, so a host flushing
 //! its spool in one batch is not punished for the size of the batch (that is
 //! bounded by [`MAX_REPORTS_PER_BATCH`](crate::upload::MAX_REPORTS_PER_BATCH)).
+//!
+//! [`Limiter`] keeps its buckets in the process: what a SQLite collector
+//! (one process) uses. Replicas on PostgreSQL share buckets in the database
+//! instead (the same bucket, computed by the database's clock in one
+//! statement); both are a [`RateLimiter`], which the store hands out.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,6 +22,22 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::config::RateLimit;
+use crate::store::StoreError;
+
+/// Takes one token for an upload of `instance`, wherever the buckets live.
+#[async_trait::async_trait]
+pub trait RateLimiter: Send + Sync + std::fmt::Debug {
+    /// `Ok(Ok(()))` when the upload may go on, `Ok(Err(_))` when it is over
+    /// the limit, `Err` when the buckets cannot be reached.
+    async fn admit(&self, instance: Uuid) -> Result<Result<(), Throttled>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for Limiter {
+    async fn admit(&self, instance: Uuid) -> Result<Result<(), Throttled>, StoreError> {
+        Ok(self.check(instance, Instant::now()))
+    }
+}
 
 /// Most instances tracked at once. Instance ids come from the network, so
 /// the table must be bounded: ten thousand buckets is well under a megabyte.
@@ -117,8 +138,14 @@ impl Limiter {
     /// How long until `tokens` more are there, rounded up to a whole second
     /// (what `Retry-After` can say).
     fn wait_for(&self, tokens: f64) -> Duration {
-        Duration::from_secs((tokens / self.per_sec).ceil().max(1.0) as u64)
+        wait_for(tokens, self.per_sec)
     }
+}
+
+/// How long until `tokens` more are there at `per_sec`, rounded up to a
+/// whole second (what `Retry-After` can say).
+pub(crate) fn wait_for(tokens: f64, per_sec: f64) -> Duration {
+    Duration::from_secs((tokens / per_sec).ceil().max(1.0) as u64)
 }
 
 #[cfg(test)]

@@ -5,17 +5,20 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Parser;
-use sonde_collector::{AdminAccess, CollectorState, Policy, Store};
+use sonde_collector::retention::{self, MIN_DB_SIZE, MIN_RETAIN, Retention};
+use sonde_collector::store::DEFAULT_CONNECTIONS;
+use sonde_collector::{AdminAccess, CollectorState, Db, Policy, Store};
 use tracing_subscriber::EnvFilter;
 
 /// The reference collector for sonde telemetry reports.
 ///
-/// Stores reports in SQLite, rate-limits each host instance, and answers
-/// with directives posted by an operator or issued by the policy's cost
-/// rules.
+/// Stores reports in SQLite or PostgreSQL (any number of replicas on one
+/// database), rate-limits each host instance, and answers with directives
+/// posted by an operator or issued by the policy's cost rules.
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -24,15 +27,32 @@ use tracing_subscriber::EnvFilter;
                   listening on a loopback address, and closed otherwise.\n\n\
                   Exit codes: 0 clean shutdown (Ctrl-C, SIGTERM); 1 serving failed; 2 bad \
                   arguments, policy, database or address.\n\n\
+                  GET /metrics (admin) serves the collector's own counters, pruning included.\n\n\
                   Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more."
 )]
 struct Args {
     /// Address to listen on, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
-    /// SQLite database file, created if missing.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    /// SQLite database file (created if missing), or a PostgreSQL URL
+    /// (postgres://user:password@host:port/database) shared by replicas.
+    #[arg(long, value_name = "PATH|URL", env = "SONDE_COLLECTOR_DB", hide_env_values = true)]
+    db: String,
+    /// PostgreSQL: most connections this process opens.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONNECTIONS)]
+    db_connections: usize,
+    /// Delete reports (and their rows) received longer ago than this, and
+    /// instances not seen since, e.g. 30d. At least 1h.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    retain: Option<Duration>,
+    /// SQLite only: delete the oldest reports while the database holds more
+    /// than this, e.g. 10GiB.
+    #[arg(long, value_name = "SIZE", value_parser = retention::parse_size)]
+    max_db_size: Option<u64>,
+    /// How often to prune (with --retain or --max-db-size).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "10m")]
+    prune_every: Duration,
     /// Policy file (TOML): next_update, [rate_limit], [[rule]].
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -83,7 +103,25 @@ async fn setup(args: Args) -> anyhow::Result<(tokio::net::TcpListener, Collector
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
-    let store = Store::open(&args.db)?;
+    let db = Db::parse(&args.db);
+    let retention = Retention { max_age: args.retain, max_bytes: args.max_db_size };
+    if retention.max_age.is_some_and(|d| d < MIN_RETAIN) {
+        bail!("--retain must be at least {}", humantime::format_duration(MIN_RETAIN));
+    }
+    if let Some(size) = retention.max_bytes {
+        if matches!(db, Db::Postgres(_)) {
+            bail!("--max-db-size bounds a SQLite file; on PostgreSQL use --retain");
+        }
+        if size < MIN_DB_SIZE {
+            bail!("--max-db-size must be at least {MIN_DB_SIZE} bytes");
+        }
+    }
+    if args.prune_every < Duration::from_secs(1) {
+        bail!("--prune-every must be at least 1s");
+    }
+    let store = Store::connect(&db, args.db_connections)
+        .await
+        .with_context(|| format!("cannot open the database {db}"))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -94,12 +132,19 @@ async fn setup(args: Args) -> anyhow::Result<(tokio::net::TcpListener, Collector
     }
     tracing::info!(
         listen = %local,
-        db = %args.db.display(),
+        db = %db,
+        backend = store.kind(),
         rules = policy.rules.len(),
         admin = ?admin,
+        retain = ?retention.max_age,
+        max_db_size = ?retention.max_bytes,
         "collector ready"
     );
-    Ok((listener, CollectorState::new(store, policy, admin)))
+    let state = CollectorState::new(store.clone(), policy, admin);
+    if retention.is_set() {
+        retention::spawn(store, retention, args.prune_every, std::sync::Arc::clone(state.stats()));
+    }
+    Ok((listener, state))
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

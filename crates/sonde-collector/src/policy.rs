@@ -1,14 +1,18 @@
 //! The automatic cost policy: which running plugin is too expensive, and
 //! when the collector may tell a host to switch it off (again).
 //!
-//! Cost numbers in a report are cumulative since the host started, so the
-//! figure judged is `cost.busy_us / cost.events` over the host's life, and
-//! only once `events >= min_events`.
+//! Cost numbers in a report are cumulative since the host started; the
+//! figure judged is the interval's: `busy_us / events` over the events
+//! since the instance's previous report of the same run (for the first
+//! report of a run, since its start), and only when that interval holds
+//! `min_events` or more. So a plugin that was expensive only while the host
+//! warmed up stops tripping once its later intervals are cheap.
 //!
 //! For each plugin the rule that applies is the first `[[rule]]` naming it,
 //! else the first `plugin = "*"` rule. What the collector remembers per
 //! (instance, plugin) is an [`IssuedDisable`]; [`step`] decides, from that
-//! and the plugin's part of a newly stored report, what to do:
+//! and the plugin's state and interval cost in a newly stored report, what
+//! to do:
 //!
 //! - nothing issued, plugin `running` and over its rule: issue
 //!   `disable_plugin`;
@@ -22,7 +26,7 @@
 
 use std::time::Duration;
 
-use sonde_core::{Directive, PluginCost, PluginReport, PluginState};
+use sonde_core::{Directive, PluginCost, PluginState};
 
 use crate::config::Policy;
 
@@ -113,23 +117,26 @@ impl Rule {
     }
 }
 
-/// Decides what a newly stored report means for one of its plugins, given
-/// what was issued for it before (`issued`) and the time `now` (seconds since
-/// the Unix epoch).
+/// Decides what a newly stored report means for one of its plugins,
+/// `plugin` in `state` with `cost` over the report's interval, given what
+/// was issued for it before (`issued`) and the time `now` (seconds since the
+/// Unix epoch).
 pub fn step(
     policy: &Policy,
     issued: Option<&IssuedDisable>,
-    plugin: &PluginReport,
+    plugin: &str,
+    state: PluginState,
+    cost: &PluginCost,
     now: u64,
 ) -> Step {
-    let judge = || match policy.rule_for(&plugin.name) {
-        Some(rule) => match rule.breach(&plugin.cost) {
-            Some(per_event) => Step::Issue(rule.directive(&plugin.name, per_event)),
+    let judge = || match policy.rule_for(plugin) {
+        Some(rule) => match rule.breach(cost) {
+            Some(per_event) => Step::Issue(rule.directive(plugin, per_event)),
             None => Step::Nothing,
         },
         None => Step::Nothing,
     };
-    match (issued, plugin.state) {
+    match (issued, state) {
         (None, PluginState::Running) => judge(),
         (Some(i), PluginState::Disabled) if !i.seen_disabled => Step::SeenDisabled,
         (Some(i), PluginState::Running) => {
@@ -190,19 +197,15 @@ mod tests {
         }
     }
 
-    fn plugin(name: &str, state: PluginState, events: u64, busy_us: u64) -> PluginReport {
-        PluginReport {
-            name: name.into(),
-            version: "1".into(),
-            state,
-            reason: None,
-            until: None,
-            disabled_metrics: vec![],
-            denied_metrics: vec![],
-            last_failure: None,
-            cost: PluginCost { events, busy_us, ..PluginCost::default() },
-            metrics: vec![],
-        }
+    /// A plugin's name, state and interval cost.
+    struct P(&'static str, PluginState, PluginCost);
+
+    fn plugin(name: &'static str, state: PluginState, events: u64, busy_us: u64) -> P {
+        P(name, state, PluginCost { events, busy_us, ..PluginCost::default() })
+    }
+
+    fn step(policy: &Policy, issued: Option<&IssuedDisable>, p: &P, now: u64) -> Step {
+        super::step(policy, issued, p.0, p.1, &p.2, now)
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The HTTP API: one handler per route, errors as `{"error": "..."}`.
 //!
-//! Handlers do no SQLite or decompression work on the async workers: both go
-//! through [`CollectorState::blocking`].
+//! Handlers do no decompression on the async workers (it runs on the
+//! blocking pool), and the store does its SQLite work there too.
 
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
@@ -24,7 +25,7 @@ use uuid::Uuid;
 
 use crate::admin::{AdminDenied, NewDirective};
 use crate::limit::Throttled;
-use crate::state::{CollectorState, TaskFailed};
+use crate::state::CollectorState;
 use crate::store::{DirectiveSource, StoreError};
 use crate::upload::{self, Encoding, MAX_BODY_BYTES, UploadError};
 
@@ -47,6 +48,7 @@ pub fn router(state: CollectorState) -> Router {
         .route("/v1/directives/{id}", delete(delete_directive))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}/reports", get(list_reports))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .with_state(state)
@@ -89,9 +91,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<TaskFailed> for ApiError {
-    fn from(e: TaskFailed) -> ApiError {
-        ApiError::internal(e)
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> ApiError {
+        ApiError::internal(format!("blocking task failed: {e}"))
     }
 }
 
@@ -102,6 +104,7 @@ impl From<UploadError> for ApiError {
             UploadError::TooLarge | UploadError::TooManyReports(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UploadError::Gzip(_)
             | UploadError::Json(_)
+            | UploadError::NotUtf8
             | UploadError::Invalid(_)
             | UploadError::Empty
             | UploadError::MixedInstances
@@ -160,6 +163,22 @@ async fn post_reports(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EndpointResponse>, ApiError> {
+    let stats = Arc::clone(state.stats());
+    let answer = upload(state, headers, body).await;
+    match &answer {
+        Ok(_) => {}
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => stats.throttled(),
+        Err(e) if e.status.is_server_error() => stats.failed(),
+        Err(_) => stats.refused(),
+    }
+    answer
+}
+
+async fn upload(
+    state: CollectorState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EndpointResponse>, ApiError> {
     let body = body?;
     let encoding = match headers.get(CONTENT_ENCODING) {
         None => Encoding::Plain,
@@ -167,19 +186,19 @@ async fn post_reports(
     };
     let reports = {
         let _slot = state.decode_slot().await;
-        state.blocking(move |_| upload::decode(&body, encoding)).await??
+        tokio::task::spawn_blocking(move || upload::decode(&body, encoding)).await??
     };
-    let Some(instance) = reports.first().map(|r| r.instance_id) else {
+    let Some(instance) = reports.first().map(|r| r.report.instance_id) else {
         return Err(UploadError::Empty.into());
     };
-    if let Err(throttled) = state.inner().limiter.check(instance, Instant::now()) {
+    if let Err(throttled) = state.inner().limiter.admit(instance).await? {
         tracing::debug!(%instance, "upload throttled");
         return Err(throttled.into());
     }
     let count = reports.len();
-    let now = SystemTime::now();
-    let ingested =
-        state.blocking(move |inner| inner.store.ingest(&reports, &inner.policy, now)).await??;
+    let policy = Arc::clone(&state.inner().policy);
+    let ingested = state.store().ingest(reports, policy, SystemTime::now()).await?;
+    state.stats().ingested(&ingested);
     tracing::debug!(
         %instance,
         count,
@@ -205,15 +224,9 @@ async fn post_directive(
     new.check()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid directive: {e}")))?;
     let id = state
-        .blocking(move |inner| {
-            inner.store.add_directive(
-                new.instance_id,
-                &new.directive,
-                DirectiveSource::Admin,
-                SystemTime::now(),
-            )
-        })
-        .await??;
+        .store()
+        .add_directive(new.instance_id, new.directive, DirectiveSource::Admin, SystemTime::now())
+        .await?;
     tracing::info!(id, "directive added");
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
 }
@@ -224,7 +237,7 @@ async fn delete_directive(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let deleted = state.blocking(move |inner| inner.store.delete_directive(id)).await??;
+    let deleted = state.store().delete_directive(id).await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -255,7 +268,7 @@ async fn list_directives(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let limit = ListQuery::limit(query, DEFAULT_LIST_LIMIT)?;
-    let list = state.blocking(move |inner| inner.store.directives(limit)).await??;
+    let list = state.store().directives(limit).await?;
     Ok(Json(list).into_response())
 }
 
@@ -265,7 +278,7 @@ async fn list_instances(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let limit = ListQuery::limit(query, DEFAULT_LIST_LIMIT)?;
-    let list = state.blocking(move |inner| inner.store.instances(limit)).await??;
+    let list = state.store().instances(limit).await?;
     Ok(Json(list).into_response())
 }
 
@@ -280,8 +293,7 @@ async fn list_reports(
         ApiError::new(StatusCode::BAD_REQUEST, format!("`{id}` is not an instance id"))
     })?;
     let limit = ListQuery::limit(query, DEFAULT_REPORTS_LIMIT)?;
-    let Some(reports) = state.blocking(move |inner| inner.store.reports(instance, limit)).await??
-    else {
+    let Some(reports) = state.store().reports(instance, limit).await? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such instance"));
     };
     // Each stored body is a Report's JSON already: join them as they are.
@@ -290,4 +302,10 @@ async fn list_reports(
     body.push_str(&reports.join(","));
     body.push(']');
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The collector's own counters, in the Prometheus text format.
+async fn metrics(_: Admin, State(state): State<CollectorState>) -> Response {
+    let text = state.stats().render(state.store().kind());
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -1,5 +1,5 @@
-//! What the routes share: the store, the policy, the rate limiter and the
-//! admin access, behind one `Arc`.
+//! What the routes share: the store, the policy, the rate limiter, the
+//! admin access and the collector's own counters, behind one `Arc`.
 
 use std::sync::Arc;
 
@@ -7,7 +7,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::admin::AdminAccess;
 use crate::config::Policy;
-use crate::limit::Limiter;
+use crate::limit::RateLimiter;
+use crate::stats::Stats;
 use crate::store::Store;
 
 /// Uploads decoded at once. Each may hold [`MAX_DECODED_BYTES`] of JSON
@@ -27,34 +28,30 @@ pub struct CollectorState {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) store: Store,
-    pub(crate) policy: Policy,
-    pub(crate) limiter: Limiter,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) admin: AdminAccess,
+    pub(crate) stats: Arc<Stats>,
     decoders: Semaphore,
 }
 
-/// The blocking task running store work panicked or was cancelled.
-#[derive(Debug, thiserror::Error)]
-#[error("blocking task failed: {0}")]
-pub(crate) struct TaskFailed(#[from] tokio::task::JoinError);
-
 impl CollectorState {
     /// State for a collector with `store`, `policy` (its rate limit sizes
-    /// the limiter) and `admin` access.
+    /// the store's rate limiter) and `admin` access.
     pub fn new(store: Store, policy: Policy, admin: AdminAccess) -> CollectorState {
         CollectorState {
             inner: Arc::new(Inner {
+                limiter: store.rate_limiter(policy.rate_limit),
                 store,
-                limiter: Limiter::new(policy.rate_limit),
-                policy,
+                policy: Arc::new(policy),
                 admin,
+                stats: Arc::new(Stats::default()),
                 decoders: Semaphore::new(MAX_CONCURRENT_DECODES),
             }),
         }
     }
 
-    /// The store, to read it from embedding code or tests. Its methods
-    /// block: call them off the async workers.
+    /// The store, to read it from embedding code or tests.
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
@@ -62,6 +59,11 @@ impl CollectorState {
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
+    }
+
+    /// The collector's own counters (also served at `GET /metrics`).
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -72,15 +74,5 @@ impl CollectorState {
     /// semaphore is never closed, so this is only `None` in theory.
     pub(crate) async fn decode_slot(&self) -> Option<SemaphorePermit<'_>> {
         self.inner.decoders.acquire().await.ok()
-    }
-
-    /// Runs `f` on the blocking pool with the shared state.
-    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, TaskFailed>
-    where
-        F: FnOnce(&Inner) -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        Ok(tokio::task::spawn_blocking(move || f(&inner)).await?)
     }
 }

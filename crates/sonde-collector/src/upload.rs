@@ -1,5 +1,6 @@
 //! Reading an upload: the body of `POST /v1/reports`, gzip or plain, a
-//! [`ReportBatch`] or a bare [`Report`], within bounds.
+//! [`ReportBatch`](sonde_core::ReportBatch) or a bare [`Report`], within
+//! bounds.
 //!
 //! Every size here is controlled by whoever can reach the collector, so each
 //! has a limit and a typed error ([`UploadError`]) that the routes turn into
@@ -10,7 +11,8 @@ use std::io::Read;
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use sonde_core::{REPORT_SCHEMA_VERSION, Report, ReportBatch, ReportError};
+use serde_json::value::RawValue;
+use sonde_core::{REPORT_SCHEMA_VERSION, Report, ReportError};
 
 /// Largest request body read, compressed: the wire contract's
 /// [`sonde_core::MAX_UPLOAD_BYTES`], which the host's batching respects.
@@ -37,6 +39,10 @@ pub enum UploadError {
     /// Not a batch or a report.
     #[error("body is not a report or a report batch: {0}")]
     Json(serde_json::Error),
+    /// JSON must be UTF-8 (RFC 8259); a bare report that is not is refused
+    /// before it is read.
+    #[error("body is not UTF-8")]
+    NotUtf8,
     /// A report holds a series no report may carry (a histogram whose
     /// buckets do not fit its bounds, ...): the check of
     /// [`Report::validate`], which the host also holds to when it writes.
@@ -79,9 +85,20 @@ impl Encoding {
     }
 }
 
+/// One report of an upload: what it says, and its JSON as the host sent it
+/// (what the collector stores, so that fields and values a newer host
+/// added are kept even where this collector reads them as `unknown`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    /// The report, decoded and valid ([`Report::validate`]).
+    pub report: Report,
+    /// Its JSON text, byte for byte as it was in the upload.
+    pub json: String,
+}
+
 /// Decodes an upload body into its reports, oldest first. The reports all
 /// have the same instance, and there is at least one.
-pub fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Report>, UploadError> {
+pub fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Received>, UploadError> {
     let json = match encoding {
         Encoding::Plain if body.len() as u64 > MAX_DECODED_BYTES => {
             return Err(UploadError::TooLarge);
@@ -93,14 +110,11 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Report>, UploadErro
     let Some(first) = reports.first() else {
         return Err(UploadError::Empty);
     };
-    if reports.len() > MAX_REPORTS_PER_BATCH {
-        return Err(UploadError::TooManyReports(reports.len()));
-    }
-    if reports.iter().any(|r| r.instance_id != first.instance_id) {
+    if reports.iter().any(|r| r.report.instance_id != first.report.instance_id) {
         return Err(UploadError::MixedInstances);
     }
-    if let Some(r) = reports.iter().find(|r| r.schema != REPORT_SCHEMA_VERSION) {
-        return Err(UploadError::Schema(r.schema));
+    if let Some(r) = reports.iter().find(|r| r.report.schema != REPORT_SCHEMA_VERSION) {
+        return Err(UploadError::Schema(r.report.schema));
     }
     Ok(reports)
 }
@@ -120,21 +134,36 @@ fn gunzip(body: &[u8]) -> Result<Vec<u8>, UploadError> {
 /// A batch is an object with a `reports` key; anything else is read as a
 /// bare report. Telling them apart first (a pass that allocates nothing)
 /// keeps serde's error, with its line and column, for the shape meant.
-fn parse(json: &[u8]) -> Result<Vec<Report>, UploadError> {
+/// A batch's reports are split out as raw JSON first (their count checked
+/// before any is decoded), then each is decoded from its own text.
+fn parse(json: &[u8]) -> Result<Vec<Received>, UploadError> {
     #[derive(Deserialize)]
     struct Shape {
         reports: Option<IgnoredAny>,
     }
+    #[derive(Deserialize)]
+    struct RawBatch<'a> {
+        #[serde(borrow)]
+        reports: Vec<&'a RawValue>,
+    }
     let shape: Shape = serde_json::from_slice(json).map_err(UploadError::Json)?;
-    let reports = if shape.reports.is_some() {
-        ReportBatch::from_json(json).map(|b| b.reports)
-    } else {
-        Report::from_json(json).map(|r| vec![r])
+    let one = |text: &str| {
+        Report::from_json(text.as_bytes())
+            .map(|report| Received { report, json: text.to_string() })
+            .map_err(|e| match e {
+                ReportError::Json(e) => UploadError::Json(e),
+                invalid => UploadError::Invalid(invalid),
+            })
     };
-    reports.map_err(|e| match e {
-        ReportError::Json(e) => UploadError::Json(e),
-        invalid => UploadError::Invalid(invalid),
-    })
+    if shape.reports.is_none() {
+        let text = std::str::from_utf8(json).map_err(|_| UploadError::NotUtf8)?;
+        return Ok(vec![one(text)?]);
+    }
+    let batch: RawBatch<'_> = serde_json::from_slice(json).map_err(UploadError::Json)?;
+    if batch.reports.len() > MAX_REPORTS_PER_BATCH {
+        return Err(UploadError::TooManyReports(batch.reports.len()));
+    }
+    batch.reports.iter().map(|raw| one(raw.get())).collect()
 }
 
 #[cfg(test)]
@@ -198,7 +227,29 @@ mod tests {
         });
         let json = serde_json::to_vec(&report).expect("serializes");
         assert!(matches!(decode(&json, Encoding::Plain), Err(UploadError::Invalid(_))));
-        // What the host writes of the same report is taken.
-        assert_eq!(decode(&report.to_json(), Encoding::Plain).expect("taken").len(), 1);
+        // What the host writes of the same report is taken, and kept as
+        // it was written.
+        let taken = decode(&report.to_json(), Encoding::Plain).expect("taken");
+        assert_eq!(taken[0].json.as_bytes(), report.to_json().as_slice());
+    }
+
+    #[test]
+    fn each_report_of_a_batch_keeps_its_own_text() {
+        let a = Report::new(uuid::Uuid::nil(), sonde_core::BufferStats::default(), vec![]);
+        let b = Report::new(uuid::Uuid::nil(), sonde_core::BufferStats::default(), vec![]);
+        let (ja, jb) = (String::from_utf8(a.to_json()).expect("utf8"), {
+            // Spacing and an unknown field, as another writer might send.
+            let t = String::from_utf8(b.to_json()).expect("utf8");
+            format!("{{ \"extra\": [1, 2],{}", &t[1..])
+        });
+        let body = format!("{{\"reports\": [{ja} , {jb}]}}");
+        let got = decode(body.as_bytes(), Encoding::Plain).expect("taken");
+        assert_eq!((got[0].json.as_str(), got[1].json.as_str()), (ja.as_str(), jb.as_str()));
+        assert_eq!((&got[0].report, &got[1].report), (&a, &b));
+        let many = format!("{{\"reports\": [{}]}}", vec![ja; MAX_REPORTS_PER_BATCH + 1].join(","));
+        assert!(matches!(
+            decode(many.as_bytes(), Encoding::Plain),
+            Err(UploadError::TooManyReports(n)) if n == MAX_REPORTS_PER_BATCH + 1
+        ));
     }
 }

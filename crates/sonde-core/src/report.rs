@@ -343,6 +343,11 @@ pub enum PluginState {
     /// dispatches events, under `limits.compile_timeout_secs`). Receives no
     /// events yet; those it misses are counted in `cost.events_skipped`.
     Loading,
+    /// A state this reader does not know: a newer host wrote it. Readers
+    /// (a collector) keep such a report rather than refuse it; this host
+    /// never writes it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl PluginState {
@@ -355,6 +360,7 @@ impl PluginState {
             PluginState::Failed => "failed",
             PluginState::Disabled => "disabled",
             PluginState::Loading => "loading",
+            PluginState::Unknown => "unknown",
         }
     }
 }
@@ -479,6 +485,11 @@ pub enum MetricKind {
     Gauge,
     /// Distribution over fixed buckets.
     Histogram,
+    /// A kind this reader does not know: a newer host wrote it, with a
+    /// scalar, a histogram or a value of a new shape
+    /// ([`MetricValue::Other`]). Readers keep it; this host never writes it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl MetricKind {
@@ -488,6 +499,7 @@ impl MetricKind {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
             MetricKind::Histogram => "histogram",
+            MetricKind::Unknown => "unknown",
         }
     }
 }
@@ -513,9 +525,14 @@ impl Metric {
     /// histogram sum that is NaN or infinite (JSON has no such numbers; a
     /// writer would put `null` there and every reader refuse the report), or
     /// a histogram whose bounds are not finite and strictly ascending or
-    /// whose buckets are not one more than its bounds.
+    /// whose buckets are not one more than its bounds. A value of another
+    /// shape ([`MetricValue::Other`]) is only taken under a kind this reader
+    /// does not know ([`MetricKind::Unknown`]): under a known kind it is a
+    /// broken value (e.g. `null` where a number belongs).
     pub fn problem(&self) -> Option<&'static str> {
         match &self.value {
+            MetricValue::Other(_) if self.kind == MetricKind::Unknown => None,
+            MetricValue::Other(_) => Some("value does not have the shape its kind needs"),
             MetricValue::Scalar { value } if !value.is_finite() => {
                 Some("value is not a finite number")
             }
@@ -557,6 +574,11 @@ pub enum MetricValue {
         /// Observations per bucket (not cumulative): `bounds.len() + 1` entries.
         buckets: Vec<u64>,
     },
+    /// A value of a shape this reader does not know, as its fields were
+    /// written (a newer host's new kind, e.g. a summary with quantiles).
+    /// Only valid under [`MetricKind::Unknown`] ([`Metric::problem`]); this
+    /// host never writes it.
+    Other(serde_json::Map<String, serde_json::Value>),
 }
 
 #[cfg(test)]
@@ -709,9 +731,10 @@ mod tests {
         assert!(err.to_string().starts_with(r"plugin `bad\u{1b}`, metric `inf`"), "{err}");
 
         // Written as it is, NaN and infinity would be `null`, which no
-        // reader takes.
+        // reader takes under a kind it knows.
         let raw = serde_json::to_vec(&report).expect("serializes");
-        assert!(matches!(Report::from_json(&raw), Err(ReportError::Json(_))));
+        let err = Report::from_json(&raw).expect_err("refused");
+        assert!(err.to_string().contains("metric `inf`: value does not have the shape"), "{err}");
 
         // to_json never writes that: it writes the report without them.
         let written = report.to_json();
@@ -746,5 +769,59 @@ mod tests {
         assert!(matches!(err, ReportError::Invalid { .. }), "{err}");
         let batch = format!(r#"{{"reports":[{}]}}"#, String::from_utf8_lossy(&json));
         assert!(ReportBatch::from_json(batch.as_bytes()).is_err());
+    }
+
+    /// A report as a newer host could write it: a plugin state, a metric
+    /// kind and a value shape this reader does not know, and a field it has
+    /// never heard of.
+    const NEWER: &str = r#"{"schema":1,"report_id":"6f1c1f5e-8d59-4a8e-9f57-0d0c4c5e9a01",
+        "instance_id":"0b0c6a43-2d1a-4f7e-a2c1-8f5b2f0c7e11","timestamp":"2027-01-01T00:00:00Z",
+        "host":{"sonde_version":"9.0.0","os":"linux","arch":"riscv64","cpus":64,"numa":2},
+        "buffer":{"capacity":16,"recorded":0,"processed":0,"dropped":0,"truncated":0,"invalid_fields":0},
+        "plugins":[{"name":"p","version":"2","state":"hibernating","cost":{"events":1,"calls":1,
+          "busy_us":1,"failures":0,"restarts":0,"invalid_points":0,"overflow_points":0,"logs_dropped":0},
+          "metrics":[
+            {"name":"c","kind":"counter","unit":"1","labels":{},"value":3.0},
+            {"name":"g","kind":"gauge_delta","unit":"1","labels":{},"value":-1.5},
+            {"name":"s","kind":"summary","unit":"ms","labels":{"q":"x"},"count":3,"quantiles":{"0.5":2.0}}
+          ]}]}"#;
+
+    #[test]
+    fn a_newer_host_s_unknown_state_kind_and_value_shape_are_read_not_refused() {
+        let report = Report::from_json(NEWER.as_bytes()).expect("a newer report is read");
+        let p = &report.plugins[0];
+        assert_eq!(p.state, PluginState::Unknown);
+        assert_eq!(p.state.as_str(), "unknown");
+        assert_eq!(p.metrics[0].kind, MetricKind::Counter);
+        assert_eq!(p.metrics[1].kind, MetricKind::Unknown);
+        assert_eq!(p.metrics[1].value, MetricValue::Scalar { value: -1.5 });
+        assert_eq!(p.metrics[2].kind, MetricKind::Unknown);
+        let MetricValue::Other(fields) = &p.metrics[2].value else {
+            panic!("{:?}", p.metrics[2].value);
+        };
+        assert_eq!(fields["count"], 3);
+        assert_eq!(fields["quantiles"]["0.5"], 2.0);
+        // What was read is written back with the unknown value's fields
+        // as they were.
+        let back = Report::from_json(&serde_json::to_vec(&report).expect("writes")).expect("reads");
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn a_known_kind_with_a_value_of_another_shape_is_still_refused() {
+        let broken = NEWER.replace(r#""kind":"summary""#, r#""kind":"histogram""#);
+        let err = Report::from_json(broken.as_bytes()).expect_err("refused");
+        assert!(err.to_string().contains("metric `s`: value does not have the shape"), "{err}");
+    }
+
+    #[test]
+    fn this_host_never_writes_the_reader_only_variants() {
+        // Serialized, the reader-only variants would be a state and a kind
+        // named `unknown`; a host report's states and kinds are its own.
+        let json = serde_json::to_string(&PluginState::Unknown).expect("serializes");
+        assert_eq!(json, r#""unknown""#);
+        let report = Report::new(Uuid::nil(), BufferStats::default(), vec![]);
+        let text = String::from_utf8(report.to_json()).expect("utf8");
+        assert!(!text.contains("unknown"), "{text}");
     }
 }

@@ -64,11 +64,14 @@ enum Type {
 }
 
 impl Type {
-    fn of(kind: MetricKind) -> Type {
+    /// `None` for a kind only a newer host's report can carry (this host's
+    /// own report never does).
+    fn of(kind: MetricKind) -> Option<Type> {
         match kind {
-            MetricKind::Counter => Type::Counter,
-            MetricKind::Gauge => Type::Gauge,
-            MetricKind::Histogram => Type::Histogram,
+            MetricKind::Counter => Some(Type::Counter),
+            MetricKind::Gauge => Some(Type::Gauge),
+            MetricKind::Histogram => Some(Type::Histogram),
+            MetricKind::Unknown => None,
         }
     }
 
@@ -291,8 +294,10 @@ fn escape_help(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-fn sample(m: &Metric) -> Sample {
-    match &m.value {
+/// `m`'s type and sample; `None` for a kind or value of a newer host's
+/// report, which this host never writes.
+fn typed_sample(m: &Metric) -> Option<(Type, Sample)> {
+    let sample = match &m.value {
         MetricValue::Scalar { value } => Sample::Scalar(*value),
         MetricValue::Histogram { count, sum, bounds, buckets } => Sample::Histogram {
             count: *count,
@@ -300,7 +305,9 @@ fn sample(m: &Metric) -> Sample {
             bounds: bounds.clone(),
             buckets: buckets.clone(),
         },
-    }
+        MetricValue::Other(_) => return None,
+    };
+    Some((Type::of(m.kind)?, sample))
 }
 
 /// `report` as a Prometheus text exposition page.
@@ -315,17 +322,19 @@ pub(crate) fn render(report: &Report, help: &HashMap<(String, String), String>) 
     }
     for p in &report.plugins {
         for m in &p.metrics {
+            let Some((ty, sample)) = typed_sample(m) else { continue };
             let help = help.get(&(p.name.clone(), m.name.clone())).map_or("", String::as_str);
             let mut labels = vec![(PLUGIN_ATTRIBUTE, p.name.as_str())];
             labels.extend(m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            x.add(Origin::Plugin, &m.name, Type::of(m.kind), help, &labels, sample(m));
+            x.add(Origin::Plugin, &m.name, ty, help, &labels, sample);
         }
     }
     for s in &report.sources {
         for m in &s.metrics {
+            let Some((ty, sample)) = typed_sample(m) else { continue };
             let labels: Vec<(&str, &str)> =
                 m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            x.add(Origin::Source, &m.name, Type::of(m.kind), "", &labels, sample(m));
+            x.add(Origin::Source, &m.name, ty, "", &labels, sample);
         }
     }
     x.render()

@@ -1,21 +1,30 @@
-//! One upload, in one transaction: store the new reports, run the cost
-//! rules on them, and pick the directives that go back.
+//! One upload, in one transaction, the same on every backend: lock the
+//! instance, store the new reports and their rows, run the cost rules on
+//! them, and pick the directives that go back.
+//!
+//! The algorithm is written once, over [`IngestTx`]: the few statements a
+//! backend runs inside its transaction. The transaction starts by locking
+//! the instance's row, so uploads of one instance are handled one after
+//! the other whichever replica takes them; that is what makes a cost rule
+//! fire once and a directive go out once.
 //!
 //! Delivery is at most once per (directive, instance), with one exception
 //! that keeps it from being "at most zero": a retried upload (same first
 //! `report_id`) gets back the directives its lost response carried, since a
 //! host only retries when it did not get the answer.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use sonde_core::limits::{MAX_PLUGIN_NAME_LEN, MAX_PLUGINS};
-use sonde_core::{Directive, MAX_DIRECTIVES, MAX_RESPONSE_BYTES, PluginReport, Report};
+use sonde_core::{Directive, MAX_DIRECTIVES, MAX_RESPONSE_BYTES};
 use uuid::Uuid;
 
-use super::{DirectiveSource, Store, StoreError, directive, insert_directive, millis};
+use super::rows::{MetricRow, PluginRow, Previous, ReportRow, Snapshot, rows};
+use super::{DirectiveSource, StoreError, directive};
 use crate::config::Policy;
 use crate::policy::{IssuedDisable, Step, step};
+use crate::upload::Received;
 
 /// Room kept in a response for everything but the directives
 /// (`{"accepted":..,"next_update_secs":..,"directives":[]}`), so the whole
@@ -27,167 +36,229 @@ const RESPONSE_ENVELOPE_BYTES: usize = 128;
 pub struct Ingested {
     /// Reports newly stored (duplicates excluded).
     pub accepted: u32,
+    /// Reports that were stored already (`report_id` seen before).
+    pub duplicates: u32,
     /// Directives for the uploading instance, oldest first: at most
     /// [`MAX_DIRECTIVES`] and [`MAX_RESPONSE_BYTES`] of them; the rest wait
     /// for the next upload.
     pub directives: Vec<Directive>,
+    /// Of those, directives this upload is the first to receive (not
+    /// resent to a retry).
+    pub delivered: u32,
+    /// `disable_plugin` directives the cost rules issued.
+    pub issued: u32,
 }
 
-impl Store {
-    /// Stores `reports` (all of one instance, at least one), applies
-    /// `policy`'s rules to the new ones, and returns the directives that
-    /// answer them, recorded as delivered.
-    pub fn ingest(
-        &self,
-        reports: &[Report],
-        policy: &Policy,
+/// A change to what the cost rules remember of one (instance, plugin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RuleUpdate {
+    /// A `disable_plugin` (directive `id`) went out.
+    Issued { directive: i64, issued: IssuedDisable },
+    /// The host applied it.
+    SeenDisabled,
+    /// Forget it.
+    Clear,
+}
+
+/// The statements of an ingest transaction. Each backend runs them in one
+/// transaction of its own; [`run`] is the algorithm.
+pub(crate) trait IngestTx {
+    /// Creates the instance's row if it has none and locks it until the
+    /// transaction ends; returns the row id of its latest stored report.
+    async fn lock_instance(
+        &mut self,
+        instance: Uuid,
         now: SystemTime,
-    ) -> Result<Ingested, StoreError> {
-        let Some(first) = reports.first() else {
-            return Ok(Ingested { accepted: 0, directives: Vec::new() });
-        };
-        let instance_id = first.instance_id;
-        let instance = instance_id.to_string();
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let mut accepted = 0u32;
-        for report in reports {
-            if !insert_report(&tx, &instance, report, now)? {
-                continue;
-            }
-            accepted += 1;
-            // A host lists at most MAX_PLUGINS plugins with valid names;
-            // anything past that is not from a host and is not judged.
-            for plugin in report.plugins.iter().take(MAX_PLUGINS) {
-                if plugin.name.len() <= MAX_PLUGIN_NAME_LEN {
-                    apply_rules(&tx, policy, instance_id, plugin, now)?;
-                }
-            }
-        }
-        let directives = deliver(&tx, &instance, &first.report_id.to_string(), now)?;
-        tx.commit()?;
-        Ok(Ingested { accepted, directives })
-    }
+    ) -> Result<Option<i64>, StoreError>;
+    /// The cumulative values of stored report `id`; `None` if it is gone.
+    async fn snapshot(&mut self, id: i64) -> Result<Option<Snapshot>, StoreError>;
+    /// Inserts a report unless its `report_id` is stored; its row id if new.
+    async fn insert_report(
+        &mut self,
+        row: &ReportRow<'_>,
+        now: SystemTime,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Inserts the rows of the new reports.
+    async fn insert_rows(
+        &mut self,
+        instance: Uuid,
+        now: SystemTime,
+        plugins: &[PluginRow],
+        metrics: &[MetricRow],
+    ) -> Result<(), StoreError>;
+    /// Notes `accepted` new reports, the latest being row `last`.
+    async fn update_instance(
+        &mut self,
+        instance: Uuid,
+        last: i64,
+        accepted: u32,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+    /// What the cost rules remember of the instance's plugins.
+    async fn rule_issues(
+        &mut self,
+        instance: Uuid,
+    ) -> Result<HashMap<String, IssuedDisable>, StoreError>;
+    /// Changes it for one plugin.
+    async fn update_rule(
+        &mut self,
+        instance: Uuid,
+        plugin: &str,
+        update: RuleUpdate,
+    ) -> Result<(), StoreError>;
+    /// Stores a directive; its id.
+    async fn insert_directive(
+        &mut self,
+        instance: Option<Uuid>,
+        directive: &Directive,
+        source: DirectiveSource,
+        now: SystemTime,
+    ) -> Result<i64, StoreError>;
+    /// (id, JSON) of the directives delivered in answer to the upload whose
+    /// first report is `report_id`, oldest first, at most `limit`.
+    async fn delivered_to(
+        &mut self,
+        instance: Uuid,
+        report_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+    /// (id, JSON) of the directives for `instance` not delivered to it yet,
+    /// oldest first, at most `limit`.
+    async fn pending(
+        &mut self,
+        instance: Uuid,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Records directive `id` as delivered to `instance` in answer to
+    /// `report_id`; false if it already was (then it is not sent).
+    async fn mark_delivered(
+        &mut self,
+        id: i64,
+        instance: Uuid,
+        report_id: Uuid,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
 }
 
-/// Inserts `report` unless its id is stored already; true if it was new.
-fn insert_report(
-    tx: &Transaction<'_>,
-    instance: &str,
-    report: &Report,
-    now: SystemTime,
-) -> Result<bool, StoreError> {
-    let body = String::from_utf8(report.to_json())
-        .map_err(|e| StoreError::Corrupt(format!("report JSON: {e}")))?;
-    let now = millis(now);
-    let inserted = tx.execute(
-        "INSERT OR IGNORE INTO reports (report_id, instance_id, timestamp, received_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![report.report_id.to_string(), instance, report.timestamp, now, body],
-    )?;
-    if inserted == 0 {
-        return Ok(false);
-    }
-    let row = tx.last_insert_rowid();
-    tx.execute(
-        "INSERT INTO instances (instance_id, first_seen, last_seen, last_report, reports)
-         VALUES (?1, ?2, ?2, ?3, 1)
-         ON CONFLICT (instance_id)
-         DO UPDATE SET last_seen = ?2, last_report = ?3, reports = reports + 1",
-        params![instance, now, row],
-    )?;
-    Ok(true)
-}
-
-fn apply_rules(
-    tx: &Transaction<'_>,
+/// Stores `reports` (all of one instance, at least one) in `tx`, applies
+/// `policy`'s rules to the new ones, and returns the directives that
+/// answer them, recorded as delivered. The caller commits.
+pub(crate) async fn run<T: IngestTx>(
+    tx: &mut T,
+    reports: &[Received],
     policy: &Policy,
-    instance_id: Uuid,
-    plugin: &PluginReport,
     now: SystemTime,
-) -> Result<(), StoreError> {
-    let instance = instance_id.to_string();
-    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let issued = tx
-        .query_row(
-            "SELECT issued_at, for_secs, seen_disabled FROM rule_issues
-             WHERE instance_id = ?1 AND plugin = ?2",
-            params![instance, plugin.name],
-            |row| {
-                Ok(IssuedDisable {
-                    issued_at: row.get::<_, i64>(0)?.max(0) as u64,
-                    for_secs: row.get::<_, i64>(1)?.max(0) as u64,
-                    seen_disabled: row.get(2)?,
-                })
-            },
-        )
-        .optional()?;
-    match step(policy, issued.as_ref(), plugin, now_secs) {
-        Step::Nothing => {}
-        Step::Issue(directive) => {
-            let for_secs = match &directive {
-                Directive::DisablePlugin { for_secs, .. } => *for_secs,
-                _ => 0,
-            };
-            let id =
-                insert_directive(tx, Some(instance_id), &directive, DirectiveSource::Rule, now)?;
-            tracing::info!(%instance_id, plugin = plugin.name, "cost rule issued disable_plugin");
-            tx.execute(
-                "INSERT OR REPLACE INTO rule_issues
-                 (instance_id, plugin, directive_id, issued_at, for_secs, seen_disabled)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-                params![
-                    instance,
-                    plugin.name,
-                    id,
-                    i64::try_from(now_secs).unwrap_or(i64::MAX),
-                    i64::try_from(for_secs).unwrap_or(i64::MAX)
-                ],
-            )?;
+) -> Result<Ingested, StoreError> {
+    let mut out =
+        Ingested { accepted: 0, duplicates: 0, directives: vec![], delivered: 0, issued: 0 };
+    let Some(first) = reports.first() else {
+        return Ok(out);
+    };
+    let instance = first.report.instance_id;
+    let mut last = tx.lock_instance(instance, now).await?;
+    let mut prev = match last {
+        None => Previous::None,
+        Some(id) => tx.snapshot(id).await?.map_or(Previous::Gone, Previous::Report),
+    };
+    let mut plugins = Vec::new();
+    let mut metrics = Vec::new();
+    let mut judged = Vec::new();
+    for r in reports {
+        let row = ReportRow { report: &r.report, body: &r.json };
+        let Some(id) = tx.insert_report(&row, now).await? else {
+            out.duplicates += 1;
+            continue;
+        };
+        out.accepted += 1;
+        last = Some(id);
+        let (p, m, next) = rows(id, &row, &prev);
+        // A host lists at most MAX_PLUGINS plugins with valid names;
+        // anything past that is not from a host and is not judged.
+        for (plugin, row) in r.report.plugins.iter().zip(&p).take(MAX_PLUGINS) {
+            if plugin.name.len() <= MAX_PLUGIN_NAME_LEN
+                && !plugin.name.contains('\0')
+                && let Some(interval) = row.interval
+            {
+                judged.push((plugin.name.clone(), plugin.state, interval.as_plugin_cost()));
+            }
         }
-        Step::SeenDisabled => {
-            tx.execute(
-                "UPDATE rule_issues SET seen_disabled = 1 WHERE instance_id = ?1 AND plugin = ?2",
-                params![instance, plugin.name],
-            )?;
-        }
-        Step::Clear => {
-            tx.execute(
-                "DELETE FROM rule_issues WHERE instance_id = ?1 AND plugin = ?2",
-                params![instance, plugin.name],
-            )?;
-        }
+        plugins.extend(p);
+        metrics.extend(m);
+        prev = Previous::Report(next);
     }
-    Ok(())
+    if let (Some(last), true) = (last, out.accepted > 0) {
+        tx.insert_rows(instance, now, &plugins, &metrics).await?;
+        tx.update_instance(instance, last, out.accepted, now).await?;
+    }
+    if !judged.is_empty() && !policy.rules.is_empty() {
+        out.issued = apply_rules(tx, policy, instance, &judged, now).await?;
+    }
+    let (directives, delivered) = deliver(tx, instance, first.report.report_id, now).await?;
+    out.directives = directives;
+    out.delivered = delivered;
+    Ok(out)
+}
+
+/// Runs the cost rules over each judged (plugin, state, interval cost), in
+/// report order; returns how many directives they issued.
+async fn apply_rules<T: IngestTx>(
+    tx: &mut T,
+    policy: &Policy,
+    instance: Uuid,
+    judged: &[(String, sonde_core::PluginState, sonde_core::PluginCost)],
+    now: SystemTime,
+) -> Result<u32, StoreError> {
+    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut issues = tx.rule_issues(instance).await?;
+    let mut issued = 0;
+    for (plugin, state, cost) in judged {
+        let update = match step(policy, issues.get(plugin), plugin, *state, cost, now_secs) {
+            Step::Nothing => continue,
+            Step::Issue(directive) => {
+                let for_secs = match &directive {
+                    Directive::DisablePlugin { for_secs, .. } => *for_secs,
+                    _ => 0,
+                };
+                let id = tx
+                    .insert_directive(Some(instance), &directive, DirectiveSource::Rule, now)
+                    .await?;
+                tracing::info!(%instance, plugin, "cost rule issued disable_plugin");
+                issued += 1;
+                let record = IssuedDisable { issued_at: now_secs, for_secs, seen_disabled: false };
+                issues.insert(plugin.clone(), record);
+                RuleUpdate::Issued { directive: id, issued: record }
+            }
+            Step::SeenDisabled => {
+                if let Some(i) = issues.get_mut(plugin) {
+                    i.seen_disabled = true;
+                }
+                RuleUpdate::SeenDisabled
+            }
+            Step::Clear => {
+                issues.remove(plugin);
+                RuleUpdate::Clear
+            }
+        };
+        tx.update_rule(instance, plugin, update).await?;
+    }
+    Ok(issued)
 }
 
 /// The directives for `instance` in answer to the upload whose first report
 /// is `report_id`: those already sent in answer to it (a retry), then those
-/// not yet sent, within the response's bounds. The new ones are recorded as
-/// delivered.
-fn deliver(
-    tx: &Transaction<'_>,
-    instance: &str,
-    report_id: &str,
+/// not yet sent, within the response's bounds; and how many are new. The new
+/// ones are recorded as delivered.
+async fn deliver<T: IngestTx>(
+    tx: &mut T,
+    instance: Uuid,
+    report_id: Uuid,
     now: SystemTime,
-) -> Result<Vec<Directive>, StoreError> {
-    let resent = select(
-        tx,
-        "SELECT d.id, d.body FROM deliveries v JOIN directives d ON d.id = v.directive_id
-         WHERE v.instance_id = ?1 AND v.report_id = ?2 ORDER BY d.id LIMIT ?3",
-        params![instance, report_id, MAX_DIRECTIVES as i64],
-    )?;
-    let pending = select(
-        tx,
-        "SELECT d.id, d.body FROM directives d
-         WHERE (d.instance_id IS NULL OR d.instance_id = ?1)
-           AND NOT EXISTS (SELECT 1 FROM deliveries v
-                           WHERE v.directive_id = d.id AND v.instance_id = ?1)
-         ORDER BY d.id LIMIT ?2",
-        params![instance, MAX_DIRECTIVES as i64],
-    )?;
+) -> Result<(Vec<Directive>, u32), StoreError> {
+    let resent = tx.delivered_to(instance, report_id, MAX_DIRECTIVES).await?;
+    let pending = tx.pending(instance, MAX_DIRECTIVES).await?;
     let mut budget = MAX_RESPONSE_BYTES - RESPONSE_ENVELOPE_BYTES;
     let mut out = Vec::new();
+    let mut delivered = 0;
     for (is_new, (id, body)) in
         resent.into_iter().map(|d| (false, d)).chain(pending.into_iter().map(|d| (true, d)))
     {
@@ -196,97 +267,12 @@ fn deliver(
         if out.len() == MAX_DIRECTIVES || cost > budget {
             break;
         }
+        if is_new && !tx.mark_delivered(id, instance, report_id, now).await? {
+            continue;
+        }
         budget -= cost;
+        delivered += u32::from(is_new);
         out.push(directive(&body)?);
-        if is_new {
-            tx.execute(
-                "INSERT INTO deliveries (directive_id, instance_id, report_id, delivered_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![id, instance, report_id, millis(now)],
-            )?;
-        }
     }
-    Ok(out)
-}
-
-fn select(
-    tx: &Transaction<'_>,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<(i64, String)>, StoreError> {
-    let mut stmt = tx.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use sonde_core::{BufferStats, MAX_DIRECTIVE_METRICS};
-
-    use super::*;
-
-    fn report(instance: Uuid) -> Report {
-        Report::new(instance, BufferStats { capacity: 16, ..BufferStats::default() }, vec![])
-    }
-
-    fn ingest(store: &Store, reports: &[Report]) -> Ingested {
-        store.ingest(reports, &Policy::default(), SystemTime::now()).expect("ingest")
-    }
-
-    #[test]
-    fn a_report_repeated_inside_one_batch_is_stored_once() {
-        let store = Store::open_in_memory().expect("store");
-        let r = report(Uuid::new_v4());
-        assert_eq!(ingest(&store, &[r.clone(), r.clone()]).accepted, 1);
-        assert_eq!(store.reports(r.instance_id, 10).expect("read").map(|v| v.len()), Some(1));
-    }
-
-    #[test]
-    fn directives_past_the_host_s_count_limit_wait_for_the_next_upload() {
-        let store = Store::open_in_memory().expect("store");
-        let instance = Uuid::new_v4();
-        for i in 0..MAX_DIRECTIVES + 3 {
-            let d = Directive::Stop { reason: format!("{i}") };
-            store
-                .add_directive(Some(instance), &d, DirectiveSource::Admin, SystemTime::now())
-                .expect("add");
-        }
-        assert_eq!(ingest(&store, &[report(instance)]).directives.len(), MAX_DIRECTIVES);
-        let rest = ingest(&store, &[report(instance)]).directives;
-        assert_eq!(
-            rest,
-            (MAX_DIRECTIVES..MAX_DIRECTIVES + 3)
-                .map(|i| Directive::Stop { reason: format!("{i}") })
-                .collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn directives_past_the_host_s_byte_limit_wait_for_the_next_upload() {
-        let store = Store::open_in_memory().expect("store");
-        let instance = Uuid::new_v4();
-        // Each is about 16 KiB of JSON: four fill a 64 KiB response.
-        let big = Directive::DisableMetrics {
-            plugin: "p".into(),
-            metrics: vec!["m".repeat(250); MAX_DIRECTIVE_METRICS],
-            for_secs: 3600,
-            reason: String::new(),
-        };
-        for _ in 0..6 {
-            store
-                .add_directive(None, &big, DirectiveSource::Admin, SystemTime::now())
-                .expect("add");
-        }
-        let first = ingest(&store, &[report(instance)]).directives;
-        let body = serde_json::to_vec(&sonde_core::EndpointResponse {
-            accepted: Some(u32::MAX),
-            next_update_secs: Some(u64::MAX),
-            directives: first.clone(),
-        })
-        .expect("encode");
-        assert!(body.len() <= MAX_RESPONSE_BYTES, "{}", body.len());
-        assert!((1..6).contains(&first.len()), "{}", first.len());
-        let second = ingest(&store, &[report(instance)]).directives;
-        assert_eq!(first.len() + second.len(), 6);
-    }
+    Ok((out, delivered))
 }

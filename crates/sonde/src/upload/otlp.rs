@@ -101,14 +101,14 @@ fn resource_metrics(report: &Report, service: &str) -> ResourceMetrics {
     for plugin in report.plugins.iter().filter(|p| !p.metrics.is_empty()) {
         scopes.push(ScopeMetrics {
             scope: Some(scope(&plugin.name, &plugin.version)),
-            metrics: merge_by_name(plugin.metrics.iter().map(|m| metric(m, at)).collect()),
+            metrics: merge_by_name(plugin.metrics.iter().filter_map(|m| metric(m, at)).collect()),
             schema_url: String::new(),
         });
     }
     for source in report.sources.iter().filter(|s| !s.metrics.is_empty()) {
         scopes.push(ScopeMetrics {
             scope: Some(scope(&source.name, "")),
-            metrics: merge_by_name(source.metrics.iter().map(|m| metric(m, at)).collect()),
+            metrics: merge_by_name(source.metrics.iter().filter_map(|m| metric(m, at)).collect()),
             schema_url: String::new(),
         });
     }
@@ -175,8 +175,9 @@ fn merge_by_name(metrics: Vec<PbMetric>) -> Vec<PbMetric> {
 
 /// One report series as an OTLP metric with one data point. Plugins and
 /// sources report each series separately; series of the same metric are
-/// merged afterwards.
-fn metric(m: &Metric, at: Times) -> PbMetric {
+/// merged afterwards. `None` for a value of a shape only a reader keeps
+/// ([`MetricValue::Other`], which this host never makes).
+fn metric(m: &Metric, at: Times) -> Option<PbMetric> {
     let attributes: Vec<KeyValue> = m.labels.iter().map(|(k, v)| kv(k, v)).collect();
     let data = match (&m.value, m.kind) {
         (MetricValue::Scalar { value }, MetricKind::Counter) => Data::Sum(Sum {
@@ -200,8 +201,14 @@ fn metric(m: &Metric, at: Times) -> PbMetric {
             }],
             aggregation_temporality: AggregationTemporality::Cumulative as i32,
         }),
+        (MetricValue::Other(_), _) => return None,
     };
-    PbMetric { name: m.name.clone(), unit: m.unit.clone(), data: Some(data), ..Default::default() }
+    Some(PbMetric {
+        name: m.name.clone(),
+        unit: m.unit.clone(),
+        data: Some(data),
+        ..Default::default()
+    })
 }
 
 /// One of the runtime's own values: a cumulative sum when `counter`, else a
