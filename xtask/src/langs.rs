@@ -275,8 +275,9 @@ pub(crate) fn build_all(
     Ok(built)
 }
 
-/// A digest of everything a build reads: the plugin's folder, its SDK, the
-/// contract, the toolchain versions and the flavor.
+/// A digest of everything a build reads: the plugin's folder, its SDK (not
+/// the SDK's own tests), the contract, the toolchain versions and the
+/// flavor.
 fn inputs_digest(root: &Path, p: &LangPlugin) -> Result<String> {
     fn add_dir(h: &mut Sha256, dir: &Path) -> Result<()> {
         let mut entries: Vec<PathBuf> =
@@ -284,7 +285,9 @@ fn inputs_digest(root: &Path, p: &LangPlugin) -> Result<String> {
         entries.sort();
         for path in entries {
             if path.is_dir() {
-                if path.file_name().is_some_and(|n| n == "__pycache__") {
+                if path.file_name().is_some_and(|n| {
+                    ["__pycache__", "test", "tests"].contains(&n.to_str().unwrap_or_default())
+                }) {
                     continue;
                 }
                 add_dir(h, &path)?;
@@ -295,9 +298,11 @@ fn inputs_digest(root: &Path, p: &LangPlugin) -> Result<String> {
         }
         Ok(())
     }
+    // Bump when a build command changes: every language component rebuilds.
+    const RECIPE: u32 = 2;
     let mut h = Sha256::new();
     h.update(format!(
-        "{:?} {:?} {COMPONENTIZE_PY} {COMPONENTIZE_JS} {WIT_BINDGEN_CLI} {CLANG}",
+        "{RECIPE} {:?} {:?} {COMPONENTIZE_PY} {COMPONENTIZE_JS} {WIT_BINDGEN_CLI} {CLANG}",
         p.lang, p.flavor
     ));
     add_dir(&mut h, &p.dir)?;
@@ -341,15 +346,24 @@ fn build_fresh(root: &Path, tools: &Toolchains, p: &LangPlugin, out: &Path) -> R
     let component = match p.lang {
         Lang::Python => {
             let bin = tools.componentize_py.as_ref().context("componentize-py")?;
+            // componentize-py bundles every file under the paths it is
+            // given (`__pycache__` included): stage the plugin's and the
+            // SDK package's `.py` files alone, so that the bytes depend on
+            // the sources only.
+            let stage = root.join("target/lang-build").join(&p.stem);
+            let _ = std::fs::remove_dir_all(&stage);
+            copy_py(&p.dir, &stage.join("app"))?;
+            copy_py(&root.join("sdk/python/sonde_sdk"), &stage.join("sdk/sonde_sdk"))?;
             let mut cmd = Command::new(bin);
             cmd.arg("-d")
                 .arg(&wit)
                 .args(["-w", "metric-collector", "componentize", "plugin", "-p"])
-                .arg(&p.dir)
+                .arg(stage.join("app"))
                 .arg("-p")
-                .arg(root.join("sdk/python"))
+                .arg(stage.join("sdk"))
                 .arg("-o")
-                .arg(&out);
+                .arg(&out)
+                .env("PYTHONDONTWRITEBYTECODE", "1");
             if p.flavor != Flavor::WithWasi {
                 cmd.arg("--stub-wasi");
             }
@@ -399,6 +413,18 @@ fn build_fresh(root: &Path, tools: &Toolchains, p: &LangPlugin, out: &Path) -> R
     check_component(&component, check)?;
     let sha256 = hex::encode(Sha256::digest(&component));
     Ok(BuiltPlugin { name: p.stem.replace('_', "-"), path: out, size: component.len(), sha256 })
+}
+
+/// Copies the `.py` files directly in `from` into `to` (created).
+fn copy_py(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&path, to.join(path.file_name().context("a file name")?))?;
+        }
+    }
+    Ok(())
 }
 
 /// Compiles and links a C plugin into a core module (with the
