@@ -43,6 +43,9 @@ fn loops_and_memory_bombs_in_every_language_are_contained() {
     share_compile_cache(&dir.path().join("s"), &entries[1..]);
     let path = write_manifest(dir.path(), "mode = \"local\"\nstate_dir = \"s\"", &entries);
     let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
+    // From the shared cache: loading is deserializing, but a busy machine
+    // may take seconds, and events recorded meanwhile wait for it.
+    assert!(t.wait_until_loaded(std::time::Duration::from_secs(600)).unwrap());
     let mut sent = 0;
     for _ in 0..4 {
         for i in 0..100 {

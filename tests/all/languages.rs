@@ -28,6 +28,9 @@ fn report(chunk: usize) -> Report {
     share_compile_cache(&dir.path().join("s"), &entries[1..]);
     let path = write_manifest(dir.path(), "mode = \"local\"\nstate_dir = \"s\"", &entries);
     let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
+    // From the shared cache: loading is deserializing, but a busy machine
+    // may take seconds, and events recorded meanwhile wait for it.
+    assert!(t.wait_until_loaded(std::time::Duration::from_secs(600)).unwrap());
     sonde_tests::report_for_example_events(&t, chunk)
 }
 
@@ -75,6 +78,9 @@ fn a_port_is_cumulative_across_collections_like_the_rust_plugin() {
     share_compile_cache(&dir.path().join("s"), &entries[1..]);
     let path = write_manifest(dir.path(), "mode = \"local\"\nstate_dir = \"s\"", &entries);
     let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
+    // From the shared cache: loading is deserializing, but a busy machine
+    // may take seconds, and events recorded meanwhile wait for it.
+    assert!(t.wait_until_loaded(std::time::Duration::from_secs(600)).unwrap());
     static HTTP: sonde::EventKind = sonde::EventKind::new("http.request", &["method", "status"]);
     let get = |r: &Report, name: &str| {
         series(plugin_report(r, name))
