@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 
 use sonde::{Manifest, MetricValue, PluginReport, PluginState, Report, Telemetry};
-use sonde_core::read_events_file;
-use sonde_tests::{example_entries, examples_dir, write_manifest};
+use sonde_tests::{example_entries, write_manifest};
 
 /// Runs the three example plugins over the example events, recording them
 /// in `chunks` separate flushes, so batch boundaries move.
@@ -17,15 +16,7 @@ fn report_for_examples(chunk: usize) -> Report {
     let path =
         write_manifest(dir.path(), "mode = \"local\"\nstate_dir = \"s\"", &example_entries());
     let t = Telemetry::builder(Manifest::load(&path).unwrap()).start().unwrap();
-    let records = read_events_file(&examples_dir().join("events.jsonl")).unwrap();
-    let events = sonde::events_from_records(&records).unwrap();
-    for c in events.chunks(chunk) {
-        for e in c {
-            t.record(e);
-        }
-        t.flush().unwrap();
-    }
-    t.report().unwrap()
+    sonde_tests::report_for_example_events(&t, chunk)
 }
 
 fn plugin<'a>(r: &'a Report, name: &str) -> &'a PluginReport {

@@ -11,6 +11,8 @@ mod e2e;
 mod faults;
 mod fuzz_regressions;
 mod hostile;
+mod hostile_langs;
+mod languages;
 mod loading;
 mod modes;
 mod operator;

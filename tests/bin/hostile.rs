@@ -58,6 +58,14 @@ fn clip(s: Option<&str>) -> String {
     if cut.len() < s.len() { format!("{cut}…") } else { cut }
 }
 
+/// The language fixture `file` in `mode`, its compiled code shared from the
+/// tests' cache into the case's state directory.
+fn lang(dir: &Path, file: &str, mode: &str) -> Entry {
+    let entry = Entry::new("attacker", fixture(file)).config("mode", mode);
+    sonde_tests::share_compile_cache(&dir.join("s"), std::slice::from_ref(&entry));
+    entry
+}
+
 fn bomb(dir: &Path, name: &str, wasm: Vec<u8>) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, wasm).expect("write the bomb");
@@ -198,6 +206,64 @@ fn cases() -> Vec<Case> {
                 Entry { sha256: Some("0".repeat(64)), ..Entry::new("attacker", path) }
             },
             contained: |p| refused_naming(p, "not a regular file"),
+        },
+        // The same attacks from collectors in other languages
+        // (`tests/fixtures/hostile-py`, `-js`, `-c`), compiled once into a
+        // shared cache first: what is timed is containment, not the 15-40 s
+        // compile of a Python or JavaScript component.
+        Case {
+            name: "Python: endless loop",
+            class: "`hostile-py` `loop`: `while True` in `on_events`",
+            entry: |d| lang(d, "hostile_py.wasm", "loop").limit("call_timeout_ms = 50"),
+            contained: failed_as,
+        },
+        Case {
+            name: "Python: memory growth",
+            class: "`hostile-py` `grow`: keeps 1 MiB objects",
+            entry: |d| lang(d, "hostile_py.wasm", "grow").limit("call_timeout_ms = 5000"),
+            contained: failed_as,
+        },
+        Case {
+            name: "Python: WASI",
+            class: "`hostile-py` built without `--stub-wasi` (18 MB)",
+            entry: |_| Entry::new("attacker", fixture("hostile_py_wasi.wasm")),
+            contained: |p| refused_naming(p, "which sonde never grants"),
+        },
+        Case {
+            name: "JavaScript: endless loop",
+            class: "`hostile-js` `loop`: `for (;;)` in `onEvents`",
+            entry: |d| lang(d, "hostile_js.wasm", "loop").limit("call_timeout_ms = 50"),
+            contained: failed_as,
+        },
+        Case {
+            name: "JavaScript: memory growth",
+            class: "`hostile-js` `grow`: keeps 1 MiB arrays",
+            entry: |d| lang(d, "hostile_js.wasm", "grow").limit("call_timeout_ms = 5000"),
+            contained: failed_as,
+        },
+        Case {
+            name: "JavaScript: WASI",
+            class: "`hostile-js` built with componentize-js's default features (12 MB)",
+            entry: |_| Entry::new("attacker", fixture("hostile_js_wasi.wasm")),
+            contained: |p| refused_naming(p, "which sonde never grants"),
+        },
+        Case {
+            name: "C: endless loop",
+            class: "`hostile-c` `loop`",
+            entry: |d| lang(d, "hostile_c.wasm", "loop").limit("call_timeout_ms = 50"),
+            contained: failed_as,
+        },
+        Case {
+            name: "C: memory growth",
+            class: "`hostile-c` `grow`: mallocs and touches 1 MiB blocks",
+            entry: |d| lang(d, "hostile_c.wasm", "grow").limit("call_timeout_ms = 5000"),
+            contained: failed_as,
+        },
+        Case {
+            name: "C: forbidden import",
+            class: "`hostile-c` built against a world adding `wasi:cli/environment`",
+            entry: |_| Entry::new("attacker", fixture("hostile_c_env.wasm")),
+            contained: |p| refused_naming(p, "imports `wasi:cli/environment@0.2.0`"),
         },
         Case {
             name: "FIFO as plugin file",

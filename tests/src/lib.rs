@@ -11,10 +11,12 @@ use sha2::{Digest, Sha256};
 mod collector;
 mod endpoint;
 mod faulty;
+mod langs;
 mod logs;
 pub use collector::Collector;
 pub use endpoint::{Received, Reply, ScriptedEndpoint};
 pub use faulty::{Attempt, Fault, FaultyEndpoint, free_port};
+pub use langs::{LANG_COMPILE_TIMEOUT, share_compile_cache};
 pub use logs::{capture_logs, log_lines, warnings};
 
 /// Accepts connections on `listener` forever (on its own thread), serving
@@ -95,6 +97,20 @@ pub fn total(p: &sonde_core::PluginReport, metric: Option<&str>) -> f64 {
 /// The repository's `examples/` folder.
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// Records `examples/events.jsonl` into `t`, flushing after every `chunk`
+/// events (so batch boundaries move), and returns the report.
+pub fn report_for_example_events(t: &sonde::Telemetry, chunk: usize) -> sonde_core::Report {
+    let records = sonde_core::read_events_file(&examples_dir().join("events.jsonl")).unwrap();
+    let events = sonde::events_from_records(&records).unwrap();
+    for c in events.chunks(chunk) {
+        for e in c {
+            t.record(e);
+        }
+        t.flush().unwrap();
+    }
+    t.report().unwrap()
 }
 
 /// Lower-case hex SHA-256 of a file.

@@ -80,7 +80,7 @@ struct Options {
     runs: usize,
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--quick | --server] [--runs N]";
+const USAGE: &str = "usage: cargo xtask bench [--quick | --server | --languages] [--runs N]";
 
 fn parse_args(args: &[String]) -> Result<Options> {
     let mut o = Options { quick: false, server_only: false, runs: 1 };
@@ -103,6 +103,9 @@ fn parse_args(args: &[String]) -> Result<Options> {
 }
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    if args == ["--languages"] {
+        return crate::bench_langs::run(root);
+    }
     let o = parse_args(args)?;
     let started = Instant::now();
     crate::print_built(root, &crate::build_components(root, &crate::PLUGINS)?);
@@ -144,6 +147,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let latency = rotating(&servers, if o.quick { 2 } else { ROUNDS })?;
     let text = render(root, &criterion, o.runs, &instructions, &pairs, &latency)?;
     std::fs::write(root.join("BENCHMARKS.md"), text)?;
+    if !o.quick {
+        crate::print_built(root, &crate::build_lang_plugins(root, &crate::PLUGINS)?);
+        crate::bench_langs::rewrite(root)?;
+    }
     println!("BENCHMARKS.md written in {:.0?}", started.elapsed());
     Ok(())
 }
@@ -880,7 +887,7 @@ fn rss_kib(pid: u32) -> Option<f64> {
 
 /// The median (of an even count, the mean of the middle two); 0 when
 /// empty.
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => 0.0,

@@ -6,8 +6,10 @@ use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
 mod bench;
+mod bench_langs;
 mod demo;
 mod fuzz;
+mod langs;
 mod reliability;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -39,7 +41,10 @@ Usage: cargo xtask <COMMAND>
 Commands:
   plugins   Build every plugin under plugins/ for wasm32-unknown-unknown, turn each
             into a WebAssembly component and write target/plugins/<crate>.wasm
-            (printing its size and sha256)
+            (printing its size and sha256); folders holding plugin.py, plugin.js
+            or plugin.c are built with componentize-py, componentize-js or
+            wit-bindgen c + clang (installed under target/tools/ when missing)
+            into target/plugins/<folder>.wasm
   fixtures  The same for the test fixtures under tests/fixtures/ (hostile plugins),
             writing target/fixtures/<crate>.wasm
   test      Build the plugins and the fixtures, run clippy (host, plugins and
@@ -58,14 +63,16 @@ Commands:
             SIGKILL loop, hostile plugins) and the fuzzers; writes
             RELIABILITY.md (`--only hostile` or `--only fleet`: that section
             alone, in a few minutes)
-  bench [--quick | --server] [--runs N]
+  bench [--quick | --server | --languages] [--runs N]
             Every benchmark (criterion benches/ N times, dispatch_count under
             callgrind, the example server's routes under wrk with sonde off,
-            on and each peer's layer, with RSS), each beside its peers;
-            rewrites BENCHMARKS.md (--server: only the wrk runs, printed)
+            on and each peer's layer, with RSS, http-status in Rust, Python,
+            JavaScript and C), each beside its peers; rewrites BENCHMARKS.md
+            (--server: only the wrk runs, printed; --languages: only the
+            languages section, rewritten in place)
   scaffold-check
-            Scaffold a plugin with `sonde plugin new`, build it and preview it
-            (part of `test`)
+            Scaffold a plugin in each language with `sonde plugin new --lang`,
+            build them and preview them (part of `test`)
   help      Print this help
 ";
 
@@ -95,6 +102,7 @@ fn run(args: &[String]) -> Result<()> {
             let built = build_components(&root, &PLUGINS)?;
             print_built(&root, &built);
             check_example_pins(&root, &built);
+            print_built(&root, &build_lang_plugins(&root, &PLUGINS)?);
             Ok(())
         }
         "fixtures" => {
@@ -181,7 +189,9 @@ fn scaffold_check(root: &Path, build_cli: bool) -> Result<()> {
         check: ComponentCheck::Plugin,
     };
     if build_cli {
-        cargo(root, &["build", "--quiet", "-p", "sonde-cli"])?;
+        // `--workspace`: the features `cargo test --workspace` resolves, so
+        // wasmtime is not rebuilt for other ones.
+        cargo(root, &["build", "--quiet", "--workspace", "--bin", "sonde"])?;
     }
     let sonde = root.join("target/debug/sonde");
     ensure!(sonde.exists(), "{} is missing: build sonde-cli first", sonde.display());
@@ -198,22 +208,35 @@ fn scaffold_check(root: &Path, build_cli: bool) -> Result<()> {
     std::fs::copy(root.join("plugins/Cargo.lock"), ws.join("Cargo.lock"))?;
     #[cfg(unix)]
     std::os::unix::fs::symlink(root.join("crates/sonde-sdk"), ws.join("sonde-sdk"))?;
-    let status = Command::new(&sonde)
-        .args(["plugin", "new", "scaffold-check", "--dir"])
-        .arg(&ws)
-        .status()?;
-    ensure!(status.success(), "`sonde plugin new` failed");
-    let built = build_components(root, &SCAFFOLD)?;
-    ensure!(built.len() == 1, "expected one scaffolded plugin, built {}", built.len());
+    // One scaffold per language: `scaffold-check` (Rust), `scaffold-python`,
+    // `scaffold-js`, `scaffold-c`.
+    for lang in ["rust", "python", "js", "c"] {
+        let name =
+            if lang == "rust" { "scaffold-check".to_string() } else { format!("scaffold-{lang}") };
+        let status = Command::new(&sonde)
+            .args(["plugin", "new", &name, "--lang", lang, "--dir"])
+            .arg(&ws)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        ensure!(status.success(), "`sonde plugin new {name} --lang {lang}` failed");
+    }
+    let mut built = build_components(root, &SCAFFOLD)?;
+    ensure!(built.len() == 1, "expected one scaffolded crate, built {}", built.len());
+    built.extend(build_lang_plugins(root, &SCAFFOLD)?);
+    ensure!(built.len() == 4, "expected four scaffolded plugins, built {}", built.len());
     let manifest = dir.join("sonde.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[telemetry]\nmode = \"local\"\nstate_dir = \"state\"\n\n[[plugin]]\nname = \"scaffold-check\"\n\
-             path = \"out/scaffold_check.wasm\"\nsha256 = \"{}\"\nallow = true\nevents = [\"http.request\"]\n",
-            built[0].sha256
-        ),
-    )?;
+    let mut text = String::from("[telemetry]\nmode = \"local\"\nstate_dir = \"state\"\n");
+    for p in &built {
+        let file = p.path.file_name().context("a file name")?.to_string_lossy();
+        // Generous: a busy machine compiles a Python collector slowly in a
+        // debug build; what is checked is that it loads and counts.
+        text.push_str(&format!(
+            "\n[[plugin]]\nname = \"{}\"\npath = \"out/{file}\"\nsha256 = \"{}\"\nallow = true\n\
+             events = [\"http.request\"]\n[plugin.limits]\ncompile_timeout_secs = 600\n",
+            p.name, p.sha256
+        ));
+    }
+    std::fs::write(&manifest, text)?;
     let out = Command::new(&sonde)
         .args(["preview", "--format", "json", "-m"])
         .arg(&manifest)
@@ -226,18 +249,25 @@ fn scaffold_check(root: &Path, build_cli: bool) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let plugin = &report["plugins"][0];
-    let total: f64 = plugin["metrics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["value"].as_f64())
-        .sum();
-    ensure!(
-        plugin["state"] == "running" && total == 40.0,
-        "the scaffolded plugin should count the 40 example events: {plugin}"
+    let plugins = report["plugins"].as_array().context("no plugins in the report")?;
+    ensure!(plugins.len() == 4, "four scaffolds in the report: {report}");
+    let mut series = Vec::new();
+    for plugin in plugins {
+        let metrics = plugin["metrics"].as_array().cloned().unwrap_or_default();
+        let total: f64 = metrics.iter().filter_map(|m| m["value"].as_f64()).sum();
+        ensure!(
+            plugin["state"] == "running" && total == 40.0,
+            "the scaffolded plugin should count the 40 example events: {plugin}"
+        );
+        let labels: Vec<String> =
+            metrics.iter().map(|m| format!("{}={}", m["labels"], m["value"])).collect();
+        series.push(labels);
+    }
+    ensure!(series.windows(2).all(|w| w[0] == w[1]), "the four scaffolds count alike: {series:?}");
+    println!(
+        "scaffold check: `sonde plugin new --lang rust|python|js|c` each build, load and count \
+         the 40 example events alike"
     );
-    println!("scaffold check: `sonde plugin new` builds, loads and counts the 40 example events");
     Ok(())
 }
 
@@ -282,6 +312,7 @@ fn install_prometheus() -> Result<Option<PathBuf>> {
 fn run_tests(root: &Path) -> Result<()> {
     let start = std::time::Instant::now();
     print_built(root, &build_components(root, &PLUGINS)?);
+    print_built(root, &build_lang_plugins(root, &PLUGINS)?);
     print_built(root, &build_fixtures(root)?);
     cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     let plugins = PLUGINS.manifest(root);
@@ -339,6 +370,7 @@ fn run_tests(root: &Path) -> Result<()> {
     for manifest in [plugins, fixtures] {
         cargo(root, &["test", "--manifest-path", manifest, "--target-dir", target])?;
     }
+    langs::sdk_tests(root)?;
     scaffold_check(root, false)?;
     println!("xtask test: all green in {:.0?}", start.elapsed());
     Ok(())
@@ -384,7 +416,7 @@ impl Workspace {
 
 /// What [`check_component`] requires of a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ComponentCheck {
+pub(crate) enum ComponentCheck {
     /// A real plugin: imports nothing but [`ALLOWED_IMPORTS`] and exports
     /// [`REQUIRED_EXPORT`].
     Plugin,
@@ -393,6 +425,9 @@ enum ComponentCheck {
     /// that must catch them (`other-wit` imports and exports the 0.2.0
     /// interfaces); WASI imports, though, would only mean a broken build.
     Fixture,
+    /// A fixture built to import what the host refuses (WASI, or an
+    /// interface outside the contract): only that it is a component.
+    AnyImports,
 }
 
 /// A wasm crate of a [`Workspace`].
@@ -411,15 +446,15 @@ impl Plugin {
 
 /// A built plugin component.
 #[derive(Debug)]
-struct BuiltPlugin {
+pub(crate) struct BuiltPlugin {
     /// The crate's package name.
-    name: String,
+    pub(crate) name: String,
     /// Where the component was written.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Size in bytes.
-    size: usize,
+    pub(crate) size: usize,
     /// Lower-case hex sha256 of the component bytes.
-    sha256: String,
+    pub(crate) sha256: String,
 }
 
 /// `cargo xtask plugins` and `cargo xtask fixtures`: builds, componentizes
@@ -430,6 +465,7 @@ struct BuiltPlugin {
 /// never emits a second memory), for the per-plugin memory cap.
 pub(crate) fn build_fixtures(root: &Path) -> Result<Vec<BuiltPlugin>> {
     let mut built = build_components(root, &FIXTURES)?;
+    built.extend(build_lang_plugins(root, &FIXTURES)?);
     let core_path = root.join("target").join(WASM_TARGET).join("release/hostile.wasm");
     let core =
         std::fs::read(&core_path).with_context(|| format!("reading {}", core_path.display()))?;
@@ -454,6 +490,34 @@ pub(crate) fn build_fixtures(root: &Path) -> Result<Vec<BuiltPlugin>> {
         });
     }
     Ok(built)
+}
+
+/// The Python, JavaScript and C plugins of `workspace` (see `langs.rs`);
+/// for the fixtures, also the hostile ones' variants that import what the
+/// host refuses: `hostile_py_wasi` and `hostile_js_wasi` (built with their
+/// toolchain's WASI) and `hostile_c_env` (built against a world importing
+/// `wasi:cli/environment`).
+pub(crate) fn build_lang_plugins(root: &Path, workspace: &Workspace) -> Result<Vec<BuiltPlugin>> {
+    let mut plugins = langs::discover(&root.join(workspace.dir), workspace.check)?;
+    if workspace.check == ComponentCheck::Fixture {
+        let variants: Vec<langs::LangPlugin> = plugins
+            .iter()
+            .filter_map(|p| {
+                let (suffix, flavor) = match p.stem.as_str() {
+                    "hostile_py" | "hostile_js" => ("wasi", langs::Flavor::WithWasi),
+                    "hostile_c" => ("env", langs::Flavor::OwnWorld),
+                    _ => return None,
+                };
+                Some(langs::LangPlugin {
+                    stem: format!("{}_{suffix}", p.stem),
+                    flavor,
+                    ..p.clone()
+                })
+            })
+            .collect();
+        plugins.extend(variants);
+    }
+    langs::build_all(root, &plugins, &root.join(workspace.out_dir))
 }
 
 /// `core` with `count` more linear memories of `pages` pages each, defined
@@ -657,18 +721,21 @@ fn cargo_home() -> Option<PathBuf> {
 
 /// Turns a core wasm module (with the `component-type` custom section that
 /// wit-bindgen embeds) into a validated component.
-fn componentize(core: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn componentize(core: &[u8]) -> Result<Vec<u8>> {
     wit_component::ComponentEncoder::default().module(core)?.validate(true).encode()
 }
 
 /// Checks that a component imports nothing from WASI and, for a real plugin
 /// ([`ComponentCheck::Plugin`]), nothing but the contract's `host` (and
 /// `types`) interfaces, and that it exports the `collector` interface.
-fn check_component(component: &[u8], check: ComponentCheck) -> Result<()> {
+pub(crate) fn check_component(component: &[u8], check: ComponentCheck) -> Result<()> {
     let decoded = wit_component::decode(component).context("decoding the component")?;
     let wit_component::DecodedWasm::Component(resolve, world) = decoded else {
         bail!("not a component");
     };
+    if check == ComponentCheck::AnyImports {
+        return Ok(());
+    }
     let world = &resolve.worlds[world];
     let imports: Vec<String> = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
     let exports: Vec<String> = world.exports.keys().map(|k| resolve.name_world_key(k)).collect();

@@ -114,14 +114,23 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum PluginCommand {
-    /// Create a collector crate that builds and previews out of the box, and
-    /// add it to the plugins workspace.
+    /// Create a collector that builds and previews out of the box: a crate
+    /// added to the plugins workspace (Rust), or a folder holding
+    /// `plugin.py`, `plugin.js` or `plugin.c`, which `cargo xtask plugins`
+    /// builds with the language's pinned toolchain into
+    /// `target/plugins/NAME.wasm` (dashes as underscores).
     New {
         /// Crate and plugin name, e.g. `status-classes`.
         name: String,
-        /// The plugins workspace.
+        /// The plugins workspace (the folder the plugin is created in).
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
+        /// The language: `rust` (sonde-sdk), `python` (componentize-py),
+        /// `js` (componentize-js) or `c` (wit-bindgen c, clang). Every one
+        /// gives the same kind of component: the sonde:collector world, no
+        /// WASI import.
+        #[arg(long, value_enum, default_value_t = scaffold::Lang::Rust)]
+        lang: scaffold::Lang,
     },
 }
 
@@ -168,7 +177,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(c) => list(&c),
         Command::Preview { common, events, otlp } => preview(&common, &events, otlp),
         Command::Status(c) => status(&c),
-        Command::Plugin(PluginCommand::New { name, dir }) => scaffold::new_plugin(&name, &dir),
+        Command::Plugin(PluginCommand::New { name, dir, lang }) => {
+            scaffold::new_plugin(&name, &dir, lang)
+        }
         Command::Bench { common, plugin, events, min_events } => {
             bench::bench(&common, &plugin, &events, min_events)
         }

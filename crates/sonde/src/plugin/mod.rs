@@ -246,6 +246,12 @@ impl Plugin {
         // Only code that is not in the cache is checked and compiled: what
         // the cache holds passed both when this host compiled it.
         let compile = |wasm: &[u8]| {
+            // Refused by name before anything is compiled: a Python or
+            // JavaScript collector built with its toolchain's WASI costs
+            // tens of seconds of compile for nothing.
+            for name in top_level_imports(wasm) {
+                check_import(name)?;
+            }
             shape::check(wasm)?;
             crate::compile::precompile(wasm, loader.fuel, budget, &loader.lanes)
                 .map_err(|e| e.to_string())
@@ -595,23 +601,55 @@ fn read_plugin_file(spec: &PluginSpec) -> Result<Vec<u8>, String> {
 
 /// Refuses a component that imports anything but our world, or lacks our
 /// export, naming the offending item.
+/// Refuses an import outside the contract, naming it (and, for another
+/// version of the contract, the version the plugin was built for).
+fn check_import(name: &str) -> Result<(), String> {
+    if name.starts_with("sonde:collector/") && !ALLOWED_IMPORTS.contains(&name) {
+        let built_for = name.rsplit_once('@').map_or("an unversioned contract", |(_, v)| v);
+        return Err(format!(
+            "was built against another version of the sonde:collector WIT, {} (it imports `{}`); this host speaks sonde:collector@0.2.0: rebuild the plugin with the current sonde-sdk",
+            escape_control(info::clip_to(built_for, 40)),
+            escape_control(info::clip_to(name, 200))
+        ));
+    }
+    if !ALLOWED_IMPORTS.contains(&name) {
+        return Err(format!(
+            "imports `{}`, which sonde never grants (plugins may import only sonde:collector/host@0.2.0)",
+            escape_control(info::clip_to(name, 200))
+        ));
+    }
+    Ok(())
+}
+
+/// The names a component imports from its host, read from its bytes
+/// without compiling them (nested components' and modules' imports are
+/// satisfied inside it and are not listed). A parse error ends the list: the
+/// shape check and the compiler name it.
+fn top_level_imports(wasm: &[u8]) -> Vec<&str> {
+    use wasmparser::{Parser, Payload};
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else { break };
+        match payload {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader {
+                    let Ok(import) = import else { break };
+                    names.push(import.name.name);
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
 fn check_world(component: &Component, engine: &Engine) -> Result<(), String> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
-        if name.starts_with("sonde:collector/") && !ALLOWED_IMPORTS.contains(&name) {
-            let built_for = name.rsplit_once('@').map_or("an unversioned contract", |(_, v)| v);
-            return Err(format!(
-                "was built against another version of the sonde:collector WIT, {} (it imports `{}`); this host speaks sonde:collector@0.2.0: rebuild the plugin with the current sonde-sdk",
-                escape_control(info::clip_to(built_for, 40)),
-                escape_control(info::clip_to(name, 200))
-            ));
-        }
-        if !ALLOWED_IMPORTS.contains(&name) {
-            return Err(format!(
-                "imports `{}`, which sonde never grants (plugins may import only sonde:collector/host@0.2.0)",
-                escape_control(info::clip_to(name, 200))
-            ));
-        }
+        check_import(name)?;
     }
     if !ty.exports(engine).any(|(name, _)| name == REQUIRED_EXPORT) {
         let found: Vec<_> = ty
@@ -748,4 +786,29 @@ fn subscriptions(info: &PluginInfo, granted: &[String]) -> Vec<Subscription> {
             types: e.fields.iter().map(|f| f.type_).collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_are_read_from_the_bytes_top_level_only() {
+        let wasm = wat::parse_str(
+            r#"(component
+                (import "sonde:collector/host@0.2.0" (instance))
+                (component (import "wasi:io/poll@0.2.0" (instance)))
+                (import "wasi:cli/environment@0.2.0" (instance)))"#,
+        )
+        .unwrap();
+        let names = top_level_imports(&wasm);
+        assert_eq!(names, ["sonde:collector/host@0.2.0", "wasi:cli/environment@0.2.0"]);
+        assert!(check_import(names[0]).is_ok());
+        let refused = check_import(names[1]).unwrap_err();
+        assert!(refused.contains("imports `wasi:cli/environment@0.2.0`"), "{refused}");
+        let old = check_import("sonde:collector/host@0.1.0").unwrap_err();
+        assert!(old.contains("another version of the sonde:collector WIT, 0.1.0"), "{old}");
+        assert!(top_level_imports(b"\0asm garbage").is_empty());
+    }
 }
