@@ -811,8 +811,11 @@ async fn the_metrics_count_uploads_duplicates_and_refusals(b: Backend) -> Result
 }
 
 // The fleet figures, their public form and the dashboard.
+#[path = "collector/browser.rs"]
+mod browser;
 #[path = "collector/fleet.rs"]
 mod fleet;
+use browser::the_dashboard_shows_the_stored_fleet_in_a_real_browser;
 use fleet::{
     fleet_windows_are_bounded_and_bad_ones_refused, public_figures_never_show_a_group_under_k,
     the_fleet_figures_match_what_the_instances_sent,
@@ -821,4 +824,5 @@ on_both!(
     the_fleet_figures_match_what_the_instances_sent,
     public_figures_never_show_a_group_under_k,
     fleet_windows_are_bounded_and_bad_ones_refused,
+    the_dashboard_shows_the_stored_fleet_in_a_real_browser,
 );

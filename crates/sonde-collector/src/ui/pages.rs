@@ -33,7 +33,7 @@ header{background:#1f3b57;color:#fff;padding:8px 16px;display:flex;gap:16px;alig
 header a{color:#fff;text-decoration:none}header a.active{text-decoration:underline}
 header form{margin:0 0 0 auto}main{padding:12px 16px;max-width:1100px}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#eee}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eee}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .note{color:#555;font-size:12px}.cards{display:flex;gap:16px}
 .card{background:#fff;border:1px solid #ccc;padding:8px 16px}.card b{font-size:22px;display:block}
 .cols{display:flex;gap:24px;flex-wrap:wrap}.err{color:#a00}code{background:#eee;padding:0 3px}
