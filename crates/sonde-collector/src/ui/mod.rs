@@ -19,6 +19,15 @@
 //! ([`crate::fleet`]): no group under k instances, no instance's page, no
 //! instance id.
 //!
+//! **Cross-site posts**: every `POST` under `/ui` must come from a page of
+//! the collector itself ([`same_origin_only`]): a browser's
+//! `Sec-Fetch-Site` other than `same-origin` (or `none`, typed by the
+//! user), or an `Origin` whose host is not the request's `Host`, gets 403.
+//! The cookie's `SameSite=Strict` already keeps other sites from acting
+//! with a logged-in admin's token; this check also covers the loopback
+//! admin without a token, whom any page open in a local browser could
+//! otherwise post to.
+//!
 //! **Escaping**: every string a host or plugin wrote (plugin names, reasons,
 //! label values, versions) is written through maud's `(...)` splice, which
 //! escapes `&`, `<`, `>`, `"` and `'` — the one escaping helper.
@@ -30,9 +39,13 @@ mod pages;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::state::CollectorState;
@@ -52,6 +65,36 @@ pub(crate) fn router() -> Router<CollectorState> {
         .route("/ui/directives/{id}/delete", post(pages::delete_directive))
         .route("/ui/login", get(pages::login_form).post(pages::login))
         .route("/ui/logout", post(pages::logout))
+        .layer(axum::middleware::from_fn(same_origin_only))
+}
+
+/// Refuses a `POST` that a browser says came from another site (see the
+/// module's "Cross-site posts"). Clients that are not browsers send
+/// neither header and pass; they are judged by the admin check alone.
+async fn same_origin_only(request: Request, next: Next) -> Response {
+    if request.method() == Method::POST && !same_origin(request.headers()) {
+        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a request's `Sec-Fetch-Site` and `Origin` (when present) say it
+/// came from the collector's own pages.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    if let Some(site) = text("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return false;
+    }
+    match text(ORIGIN.as_str()) {
+        None => true,
+        Some(origin) => {
+            let host = origin.split_once("://").map(|(_, rest)| rest);
+            host.is_some() && host == text(HOST.as_str())
+        }
+    }
 }
 
 /// Who is looking: an admin, or the public.
@@ -85,5 +128,40 @@ impl FromRequestParts<CollectorState> for Viewer {
         let ok = admin.check(header, peer).is_ok()
             || cookie.is_some_and(|c| admin.check(Some(&c), peer).is_ok());
         Ok(if ok { Viewer::Admin } else { Viewer::Public })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_posts_from_the_collectors_own_pages_pass() {
+        let host = ("host", "127.0.0.1:8080");
+        // Not a browser, or a browser on the collector's own form.
+        assert!(same_origin(&headers(&[host])));
+        assert!(same_origin(&headers(&[host, ("sec-fetch-site", "same-origin")])));
+        assert!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:8080")])));
+        assert!(same_origin(&headers(&[host, ("sec-fetch-site", "none")])));
+        // Another site, another port, an opaque origin, a lying pair.
+        assert!(!same_origin(&headers(&[host, ("sec-fetch-site", "cross-site")])));
+        assert!(!same_origin(&headers(&[host, ("sec-fetch-site", "same-site")])));
+        assert!(!same_origin(&headers(&[host, ("origin", "http://evil.example")])));
+        assert!(!same_origin(&headers(&[host, ("origin", "http://127.0.0.1:9999")])));
+        assert!(!same_origin(&headers(&[host, ("origin", "null")])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://127.0.0.1:8080")
+        ])));
+        assert!(!same_origin(&headers(&[("origin", "http://127.0.0.1:8080")])));
     }
 }

@@ -298,6 +298,43 @@ pub(crate) async fn public_figures_never_show_a_group_under_k(b: Backend) -> Res
     let text = resp.text().await?;
     assert!(text.contains("0.9.0-rare") && text.contains(&seeded.b[0].to_string()));
 
+    // A form posted from another site is refused, even with the admin's
+    // credentials (a loopback admin without a token would have none to
+    // check); the same form from the collector's own page goes through.
+    let directives = || async {
+        let resp = server.admin(server.client.get(server.url("/v1/directives"))).send().await?;
+        anyhow::Ok(resp.json::<Value>().await?.to_string())
+    };
+    let before = directives().await?;
+    let form = "plugin=http&instance_id=&for_secs=60&reason=x";
+    let host = server.url("").trim_start_matches("http://").trim_end_matches('/').to_string();
+    for (header, value) in
+        [("origin", "http://evil.example"), ("sec-fetch-site", "cross-site"), ("origin", "null")]
+    {
+        let post = server
+            .client
+            .post(server.url("/ui/directives"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form);
+        let resp = server.admin(post).header(header, value).send().await?;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{header}: {value}");
+    }
+    assert_eq!(directives().await?, before, "a refused post added a directive");
+    let post = server
+        .client
+        .post(server.url("/ui/directives"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form);
+    let resp = server
+        .admin(post)
+        .header("origin", format!("http://{host}"))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await?;
+    // (reqwest follows the 303 to the list.)
+    assert!(resp.status().is_redirection() || resp.status() == StatusCode::OK, "{}", resp.status());
+    assert_ne!(directives().await?, before);
+
     // `export --public`: the real binary, on the same database.
     let dir = tempfile::tempdir()?;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sonde-collector"))
