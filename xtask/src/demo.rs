@@ -6,6 +6,7 @@
 //!    a burst of real HTTP requests.
 //! 4. The collector stores the first report and answers with a directive that
 //!    switches `user-agent` off; the next report shows it disabled.
+//! 5. The collector's dashboard (`/ui`): its URL and what it shows.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -159,6 +160,88 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         first + second,
         stored(&collector_addr, &instance)?.len()
     );
+    dashboard(&collector_addr, &instance)
+}
+
+/// Prints the dashboard's URL and what its pages show (after checking that
+/// each one answers); on a terminal, keeps the collector up until Enter.
+fn dashboard(addr: &str, instance: &str) -> Result<()> {
+    let pages = [
+        "/ui".to_string(),
+        "/ui/plugins".into(),
+        "/ui/metrics".into(),
+        format!("/ui/instances/{instance}"),
+        "/ui/directives".into(),
+    ];
+    for page in &pages {
+        let (status, body) = http_get(addr, page, "xtask")?;
+        ensure!(status.split_whitespace().nth(1) == Some("200"), "GET {page}: {status}");
+        ensure!(body.contains("</html>"), "GET {page}: not a whole page");
+    }
+    let fleet = json(addr, "/v1/fleet?window=1h")?;
+    let n = |v: &serde_json::Value| v.as_u64().map_or_else(|| "-".to_string(), |n| n.to_string());
+    let groups = |list: &str| -> String {
+        let groups = fleet[list].as_array().cloned().unwrap_or_default();
+        let text: Vec<String> = groups
+            .iter()
+            .map(|g| format!("{} ({})", g["key"].as_str().unwrap_or("?"), n(&g["instances"])))
+            .collect();
+        text.join(", ")
+    };
+    println!(
+        "
+== the collector's dashboard: http://{addr}/ui (no JavaScript; admin view on loopback)"
+    );
+    println!(
+        "  Fleet: {} instance(s), {} reports in the last hour; sonde {}; OS {}; arch {}; a bar \
+         chart of reports per hour",
+        n(&fleet["instances"]),
+        n(&fleet["reports"]),
+        groups("by_version"),
+        groups("by_os"),
+        groups("by_arch"),
+    );
+    println!("  Plugins (http://{addr}/ui/plugins):");
+    for p in fleet["plugins"].as_array().into_iter().flatten() {
+        let by = &p["disabled_by"];
+        println!(
+            "    {:<14} {} instance(s): running {}, off by rule {} / admin {} / operator {} / \
+             host {}; busy µs/event p50 {}",
+            p["plugin"].as_str().unwrap_or("?"),
+            n(&p["instances"]),
+            p["states"]["running"].as_u64().unwrap_or(0),
+            n(&by["rule"]),
+            n(&by["admin"]),
+            n(&by["operator"]),
+            n(&by["host"]),
+            p["busy_us_per_event"]["p50"].as_f64().map_or("-".into(), |v| format!("{v:.2}")),
+        );
+    }
+    println!(
+        "  Metrics (http://{addr}/ui/metrics): {} series totals by label",
+        fleet["metrics"].as_array().map_or(0, Vec::len)
+    );
+    println!(
+        "  The instance (http://{addr}/ui/instances/{instance}): its latest reports, its \
+         plugins' states, the directive the cost rule delivered"
+    );
+    println!(
+        "  Directives in force (http://{addr}/ui/directives): add or delete, behind the admin token"
+    );
+    println!(
+        "  Public view: with --admin-token set, visitors without it see only groups of at least \
+         5 instances (`sonde-collector export --public DIR` writes the same as CSV and JSON)."
+    );
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        println!("\npress Enter to stop the collector");
+        let _ = std::io::stdin().read_line(&mut String::new());
+    } else {
+        println!(
+            "\nthe collector stops with the demo; to browse its data again: \
+             target/debug/sonde-collector --listen 127.0.0.1:8080 --db target/demo/collector.db \
+             and open http://127.0.0.1:8080/ui"
+        );
+    }
     Ok(())
 }
 

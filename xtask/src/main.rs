@@ -347,6 +347,7 @@ fn run_tests(root: &Path) -> Result<()> {
     let victoria = install_victoria_metrics(root)?;
     let prometheus = install_prometheus()?;
     ensure_postgres()?;
+    let (chromium, chromedriver) = ensure_chromium()?;
     eprintln!("+ cargo test --workspace");
     let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut test = Command::new(&cargo_bin);
@@ -357,6 +358,7 @@ fn run_tests(root: &Path) -> Result<()> {
     if let Some(p) = &prometheus {
         test.env("SONDE_PROMETHEUS", p);
     }
+    test.env("SONDE_CHROMIUM", &chromium).env("SONDE_CHROMEDRIVER", &chromedriver);
     ensure!(test.status().context("running cargo test")?.success(), "`cargo test` failed");
     // Every public item is documented (deny(missing_docs)) and the docs
     // build without a warning.
@@ -382,6 +384,15 @@ fn run_tests(root: &Path) -> Result<()> {
 /// major version is pinned by its name; Debian ships its security updates.
 pub(crate) fn ensure_postgres() -> Result<PathBuf> {
     bench::ensure_apt("postgresql-15", "/usr/lib/postgresql/15/bin/initdb")
+}
+
+/// Headless Chromium and its chromedriver (the Debian packages `chromium`
+/// and `chromium-driver`), for the collector's dashboard tests in a real
+/// browser.
+fn ensure_chromium() -> Result<(PathBuf, PathBuf)> {
+    let chromium = bench::ensure_apt("chromium", "/usr/bin/chromium")?;
+    let driver = bench::ensure_apt("chromium-driver", "/usr/bin/chromedriver")?;
+    Ok((chromium, driver))
 }
 
 fn no_args(command: &str, rest: &[String]) -> Result<()> {

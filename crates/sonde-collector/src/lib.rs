@@ -40,8 +40,16 @@
 //! | `DELETE /v1/directives/{id}` | admin | | `204`; `404` unknown id |
 //! | `GET /v1/instances?limit=N` | admin | | `200` `[{"instance_id", "first_seen", "last_seen", "reports"}]`, last seen first |
 //! | `GET /v1/instances/{id}/reports?limit=N` | admin | | `200` `[Report, ...]` newest received first (default 10), each as the host sent it; `404` unknown instance |
+//! | `GET /v1/instances/{id}/directives?limit=N` | admin | | `200` `[{"id", "directive", "source", "delivered_at", "report_id"}]`, the directives delivered to the instance, newest first |
+//! | `GET /v1/fleet?window=24h` | admin | | `200` [`fleet::Fleet`]: instances by version/OS/arch, reports per hour, plugins (states, who switched them off and why, cost percentiles), metric totals by label; `400` a window over 31 days |
+//! | `GET /v1/fleet/public?window=24h` | anyone | | `200` the same, k-anonymous (`--k-anonymity`, default 5: no group under k instances, see [`fleet`]) |
+//! | `GET /ui...` | anyone; admin for instances and directives | | the dashboard, HTML ([`ui`](#the-dashboard)) |
 //! | `GET /metrics` | admin | | `200` the collector's own counters, Prometheus text format ([`stats`]) |
 //! | `GET /healthz` | anyone | | `200` `ok` |
+//!
+//! Fleet figures read at most [`fleet::MAX_FLEET_ROWS`] rows of each kind
+//! over at most [`fleet::MAX_WINDOW`] (`"truncated": true` when the oldest
+//! rows of the window were left out).
 //!
 //! Lists default to 100 items (reports: 10) and return at most 1000. Admin
 //! routes answer `401` (with `WWW-Authenticate: Bearer`) for a missing or
@@ -55,6 +63,16 @@
 //! [`MAX_RESPONSE_BYTES`](sonde_core::MAX_RESPONSE_BYTES)); the rest come
 //! with the next upload. Each directive reaches each instance once; a retried
 //! upload (same first `report_id`) gets again what its lost answer carried.
+//!
+//! ## The dashboard
+//!
+//! `/ui` serves HTML pages (no JavaScript): the fleet, plugins and their
+//! cost, metric totals, and for admins each instance's page and the
+//! directives in force (add, delete). Admins log in at `/ui/login` with the
+//! admin token; everyone else sees k-anonymous figures only. Pages and who
+//! sees what are listed in the `ui` module's source documentation
+//! (`src/ui/mod.rs`). `sonde-collector export --public DIR` writes the same
+//! k-anonymous figures as CSV and JSON ([`export`]).
 //!
 //! ## Key items
 //!
@@ -94,6 +112,8 @@
 
 pub mod admin;
 pub mod config;
+pub mod export;
+pub mod fleet;
 pub mod limit;
 pub mod policy;
 pub mod retention;
@@ -101,6 +121,7 @@ mod routes;
 mod state;
 pub mod stats;
 pub mod store;
+mod ui;
 pub mod upload;
 
 use std::future::Future;

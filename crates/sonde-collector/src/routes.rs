@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::Router;
@@ -24,6 +24,7 @@ use sonde_core::EndpointResponse;
 use uuid::Uuid;
 
 use crate::admin::{AdminDenied, NewDirective};
+use crate::fleet::{DEFAULT_WINDOW, MAX_WINDOW};
 use crate::limit::Throttled;
 use crate::state::CollectorState;
 use crate::store::{DirectiveSource, StoreError};
@@ -48,7 +49,11 @@ pub fn router(state: CollectorState) -> Router {
         .route("/v1/directives/{id}", delete(delete_directive))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}/reports", get(list_reports))
+        .route("/v1/instances/{id}/directives", get(list_deliveries))
+        .route("/v1/fleet", get(fleet))
+        .route("/v1/fleet/public", get(public_fleet))
         .route("/metrics", get(metrics))
+        .merge(crate::ui::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .with_state(state)
@@ -57,18 +62,18 @@ pub fn router(state: CollectorState) -> Router {
 /// An error response: a status and `{"error": message}`.
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
     /// One extra header (`Retry-After`, `WWW-Authenticate`).
     header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: message.into(), header: None }
     }
 
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!("request failed: {e}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
@@ -282,16 +287,21 @@ async fn list_instances(
     Ok(Json(list).into_response())
 }
 
+/// The instance id of a `/v1/instances/{id}/...` path.
+pub(crate) fn instance_id(id: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Uuid::parse_str(&id).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("`{id}` is not an instance id"))
+    })
+}
+
 async fn list_reports(
     _: Admin,
     State(state): State<CollectorState>,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let instance = Uuid::parse_str(&id).map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("`{id}` is not an instance id"))
-    })?;
+    let instance = instance_id(id)?;
     let limit = ListQuery::limit(query, DEFAULT_REPORTS_LIMIT)?;
     let Some(reports) = state.store().reports(instance, limit).await? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such instance"));
@@ -302,6 +312,65 @@ async fn list_reports(
     body.push_str(&reports.join(","));
     body.push(']');
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn list_deliveries(
+    _: Admin,
+    State(state): State<CollectorState>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let instance = instance_id(id)?;
+    let limit = ListQuery::limit(query, DEFAULT_LIST_LIMIT)?;
+    Ok(Json(state.store().deliveries(instance, limit).await?).into_response())
+}
+
+/// `?window=24h` of the fleet routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WindowQuery {
+    window: Option<String>,
+}
+
+impl WindowQuery {
+    /// The window asked for ([`DEFAULT_WINDOW`] when not given), refused
+    /// past [`MAX_WINDOW`].
+    pub(crate) fn window(
+        query: Result<Query<WindowQuery>, QueryRejection>,
+    ) -> Result<Duration, ApiError> {
+        let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let Some(text) = q.window else { return Ok(DEFAULT_WINDOW) };
+        let window = humantime::parse_duration(&text)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("window `{text}`: {e}")))?;
+        if window.is_zero() || window > MAX_WINDOW {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "window `{text}`: must be between 1s and {}",
+                    humantime::format_duration(MAX_WINDOW)
+                ),
+            ));
+        }
+        Ok(window)
+    }
+}
+
+async fn fleet(
+    _: Admin,
+    State(state): State<CollectorState>,
+    query: Result<Query<WindowQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let window = WindowQuery::window(query)?;
+    Ok(Json(state.store().fleet(window, SystemTime::now(), None).await?).into_response())
+}
+
+async fn public_fleet(
+    State(state): State<CollectorState>,
+    query: Result<Query<WindowQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let window = WindowQuery::window(query)?;
+    let k = Some(state.k_anonymity());
+    Ok(Json(state.store().fleet(window, SystemTime::now(), k).await?).into_response())
 }
 
 /// The collector's own counters, in the Prometheus text format.

@@ -2,11 +2,13 @@
 //! admin access and the collector's own counters, behind one `Arc`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::admin::AdminAccess;
 use crate::config::Policy;
+use crate::fleet::{DEFAULT_K, MIN_K};
 use crate::limit::RateLimiter;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -33,6 +35,7 @@ pub(crate) struct Inner {
     pub(crate) admin: AdminAccess,
     pub(crate) stats: Arc<Stats>,
     decoders: Semaphore,
+    k: AtomicU32,
 }
 
 impl CollectorState {
@@ -47,6 +50,7 @@ impl CollectorState {
                 admin,
                 stats: Arc::new(Stats::default()),
                 decoders: Semaphore::new(MAX_CONCURRENT_DECODES),
+                k: AtomicU32::new(DEFAULT_K),
             }),
         }
     }
@@ -54,6 +58,18 @@ impl CollectorState {
     /// The store, to read it from embedding code or tests.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Sets the k of the k-anonymous figures served without the admin
+    /// token (`/v1/fleet/public`, public `/ui` pages); at least
+    /// [`MIN_K`], [`DEFAULT_K`] unless set.
+    pub fn set_k_anonymity(&self, k: u32) {
+        self.inner.k.store(k.max(MIN_K), Relaxed);
+    }
+
+    /// The k of the k-anonymous figures.
+    pub fn k_anonymity(&self) -> u32 {
+        self.inner.k.load(Relaxed)
     }
 
     /// The policy in force.

@@ -176,6 +176,14 @@ impl Server {
         Ok(resp.text().await?)
     }
 
+    /// The database as `--db` takes it.
+    fn db_arg(&self) -> String {
+        match &self.db {
+            Db::Sqlite(path) => path.display().to_string(),
+            Db::Postgres(url) => url.clone(),
+        }
+    }
+
     /// Runs `sql` on the test's database: rows, columns joined by `|`.
     async fn sql(&self, sql: &str) -> Result<Vec<String>> {
         let sql = sql.to_string();
@@ -801,3 +809,20 @@ async fn the_metrics_count_uploads_duplicates_and_refusals(b: Backend) -> Result
     assert_eq!(value("sonde_collector_uploads_refused_total"), Some(1), "{text}");
     Ok(())
 }
+
+// The fleet figures, their public form and the dashboard.
+#[path = "collector/browser.rs"]
+mod browser;
+#[path = "collector/fleet.rs"]
+mod fleet;
+use browser::the_dashboard_shows_the_stored_fleet_in_a_real_browser;
+use fleet::{
+    fleet_windows_are_bounded_and_bad_ones_refused, public_figures_never_show_a_group_under_k,
+    the_fleet_figures_match_what_the_instances_sent,
+};
+on_both!(
+    the_fleet_figures_match_what_the_instances_sent,
+    public_figures_never_show_a_group_under_k,
+    fleet_windows_are_bounded_and_bad_ones_refused,
+    the_dashboard_shows_the_stored_fleet_in_a_real_browser,
+);

@@ -47,7 +47,8 @@ use sonde_core::Directive;
 use uuid::Uuid;
 
 pub use ingest::Ingested;
-pub use read::{InstanceSummary, StoredDirective};
+pub use read::{DeliveredDirective, InstanceSummary, StoredDirective};
+pub(crate) use read::{DisableFact, MetricFact, PluginFact, ReportFact, WindowRows};
 
 use crate::config::{Policy, RateLimit};
 use crate::limit::RateLimiter;
@@ -197,6 +198,13 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     async fn instances(&self, limit: u32) -> Result<Vec<InstanceSummary>, StoreError>;
     async fn reports(&self, instance: Uuid, limit: u32) -> Result<Option<Vec<String>>, StoreError>;
     async fn directives(&self, limit: u32) -> Result<Vec<StoredDirective>, StoreError>;
+    async fn deliveries(
+        &self,
+        instance: Uuid,
+        limit: u32,
+    ) -> Result<Vec<DeliveredDirective>, StoreError>;
+    /// The rows received at or after `since`, at most `limit` of each kind.
+    async fn window(&self, since: SystemTime, limit: u32) -> Result<WindowRows, StoreError>;
     async fn prune(&self, retention: &Retention, now: SystemTime) -> Result<Pruned, StoreError>;
     fn rate_limiter(&self, rate: RateLimit) -> Arc<dyn RateLimiter>;
 }
@@ -289,6 +297,31 @@ impl Store {
     /// Up to `limit` directives, newest first, with their delivery counts.
     pub async fn directives(&self, limit: u32) -> Result<Vec<StoredDirective>, StoreError> {
         self.backend.directives(limit).await
+    }
+
+    /// Up to `limit` directives delivered to `instance`, newest first.
+    pub async fn deliveries(
+        &self,
+        instance: Uuid,
+        limit: u32,
+    ) -> Result<Vec<DeliveredDirective>, StoreError> {
+        self.backend.deliveries(instance, limit).await
+    }
+
+    /// The fleet's figures over the `window` before `now` (at most
+    /// [`MAX_WINDOW`](crate::fleet::MAX_WINDOW)), from at most
+    /// [`MAX_FLEET_ROWS`](crate::fleet::MAX_FLEET_ROWS) rows of each kind;
+    /// with `k`, k-anonymous ([`crate::fleet`]).
+    pub async fn fleet(
+        &self,
+        window: Duration,
+        now: SystemTime,
+        k: Option<u32>,
+    ) -> Result<crate::fleet::Fleet, StoreError> {
+        let window = window.min(crate::fleet::MAX_WINDOW);
+        let since = now.checked_sub(window).unwrap_or(UNIX_EPOCH);
+        let rows = self.backend.window(since, crate::fleet::MAX_FLEET_ROWS).await?;
+        Ok(crate::fleet::Fleet::from_rows(&rows, since, now, k))
     }
 
     /// Prunes what `retention` says is too old (or, on SQLite, over its size

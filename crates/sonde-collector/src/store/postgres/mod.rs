@@ -38,7 +38,8 @@ use uuid::Uuid;
 use super::ingest::{self, IngestTx, RuleUpdate};
 use super::rows::{Cost, MetricRow, Origin, PluginRow, Point, ReportRow, Snapshot, int, nul_free};
 use super::{
-    Backend, DirectiveSource, Ingested, InstanceSummary, StoreError, StoredDirective, directive,
+    Backend, DeliveredDirective, DirectiveSource, DisableFact, Ingested, InstanceSummary,
+    MetricFact, PluginFact, ReportFact, StoreError, StoredDirective, WindowRows, directive,
     directive_json, directive_parts,
 };
 use crate::config::{Policy, RateLimit};
@@ -251,6 +252,120 @@ impl Backend for PgBackend {
                 })
             })
             .collect()
+    }
+
+    async fn deliveries(
+        &self,
+        instance: Uuid,
+        limit: u32,
+    ) -> Result<Vec<DeliveredDirective>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT d.id, d.body, d.source, v.delivered_at, v.report_id
+                 FROM deliveries v JOIN directives d ON d.id = v.directive_id
+                 WHERE v.instance_id = $1 ORDER BY v.delivered_at DESC, d.id DESC LIMIT $2",
+                &[&instance, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveredDirective {
+                    id: r.get(0),
+                    directive: directive(r.get(1))?,
+                    source: DirectiveSource::parse(r.get(2)),
+                    delivered_at: rfc3339(r.get(3)),
+                    report_id: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn window(&self, since: SystemTime, limit: u32) -> Result<WindowRows, StoreError> {
+        let client = self.pool.get().await?;
+        let take = i64::from(limit) + 1;
+        let mut w = WindowRows::default();
+        let ms = |t: SystemTime| super::millis(t);
+        for r in client
+            .query(
+                "SELECT instance_id, id, received_at, sonde_version, os, arch FROM reports
+                 WHERE received_at >= $1 ORDER BY received_at DESC, id DESC LIMIT $2",
+                &[&since, &take],
+            )
+            .await?
+        {
+            w.reports.push(ReportFact {
+                instance_id: r.get(0),
+                report: r.get(1),
+                received_ms: ms(r.get(2)),
+                sonde_version: r.get(3),
+                os: r.get(4),
+                arch: r.get(5),
+            });
+        }
+        for r in client
+            .query(
+                "SELECT instance_id, report, plugin, state, reason, d_events, d_busy_us,
+                        d_failures, peak_memory_bytes
+                 FROM report_plugins WHERE received_at >= $1
+                 ORDER BY received_at DESC, report DESC LIMIT $2",
+                &[&since, &take],
+            )
+            .await?
+        {
+            w.plugins.push(PluginFact {
+                instance_id: r.get(0),
+                report: r.get(1),
+                plugin: r.get(2),
+                state: r.get(3),
+                reason: r.get(4),
+                d_events: r.get(5),
+                d_busy_us: r.get(6),
+                d_failures: r.get(7),
+                peak_memory_bytes: r.get(8),
+            });
+        }
+        for r in client
+            .query(
+                "SELECT instance_id, report, origin, owner, name, kind, unit, labels::text,
+                        value, delta
+                 FROM report_metrics WHERE received_at >= $1
+                 ORDER BY received_at DESC, report DESC LIMIT $2",
+                &[&since, &take],
+            )
+            .await?
+        {
+            w.metrics.push(MetricFact {
+                instance_id: r.get(0),
+                report: r.get(1),
+                origin: r.get(2),
+                owner: r.get(3),
+                name: r.get(4),
+                kind: r.get(5),
+                unit: r.get(6),
+                labels: r.get(7),
+                value: r.get(8),
+                delta: r.get(9),
+            });
+        }
+        for r in client
+            .query(
+                "SELECT v.instance_id, d.source, d.body
+                 FROM deliveries v JOIN directives d ON d.id = v.directive_id
+                 WHERE d.action = 'disable_plugin'
+                 ORDER BY v.delivered_at DESC, d.id DESC LIMIT $1",
+                &[&take],
+            )
+            .await?
+        {
+            w.disables.push(DisableFact {
+                instance_id: r.get(0),
+                source: DirectiveSource::parse(r.get(1)),
+                directive: directive(r.get(2))?,
+            });
+        }
+        w.cut(limit);
+        Ok(w)
     }
 
     async fn prune(&self, retention: &Retention, now: SystemTime) -> Result<Pruned, StoreError> {

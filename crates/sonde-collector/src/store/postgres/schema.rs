@@ -3,7 +3,7 @@
 //! first takes an advisory lock, so replicas starting together migrate once.
 
 /// Migrations in order; `MIGRATIONS[n]` is version `n + 1`.
-pub(super) const MIGRATIONS: [&str; 1] = [V1];
+pub(super) const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// The advisory lock key of migrations (any fixed number: "sonde" in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x0073_6f6e_6465;
@@ -128,4 +128,11 @@ CREATE TABLE rate_buckets (
     at          TIMESTAMPTZ NOT NULL,
     taken       BOOLEAN NOT NULL              -- whether the last request got a token
 );
+";
+
+/// Version 2: the fleet figures read a time window of plugin and metric
+/// rows, newest first.
+const V2: &str = "
+CREATE INDEX report_plugins_by_time ON report_plugins (received_at);
+CREATE INDEX report_metrics_by_time ON report_metrics (received_at);
 ";

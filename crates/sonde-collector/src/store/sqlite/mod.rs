@@ -20,7 +20,8 @@ use super::rows::{
     Cost, MetricRow, Origin, PluginRow, Point, Previous, ReportRow, Snapshot, int, rows,
 };
 use super::{
-    Backend, DirectiveSource, Ingested, InstanceSummary, StoreError, StoredDirective, directive,
+    Backend, DeliveredDirective, DirectiveSource, DisableFact, Ingested, InstanceSummary,
+    MetricFact, PluginFact, ReportFact, StoreError, StoredDirective, WindowRows, directive,
     directive_json, directive_parts, millis, rfc3339,
 };
 use crate::config::{Policy, RateLimit};
@@ -247,6 +248,45 @@ impl Backend for SqliteBackend {
         .await
     }
 
+    async fn deliveries(
+        &self,
+        instance: Uuid,
+        limit: u32,
+    ) -> Result<Vec<DeliveredDirective>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.id, d.body, d.source, v.delivered_at, v.report_id
+                 FROM deliveries v JOIN directives d ON d.id = v.directive_id
+                 WHERE v.instance_id = ?1 ORDER BY v.delivered_at DESC, d.id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![instance.to_string(), limit], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (id, body, source, at, report) = row?;
+                Ok(DeliveredDirective {
+                    id,
+                    directive: directive(&body)?,
+                    source: DirectiveSource::parse(&source),
+                    delivered_at: rfc3339(at),
+                    report_id: uuid(&report)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn window(&self, since: SystemTime, limit: u32) -> Result<WindowRows, StoreError> {
+        self.with(move |conn| window(conn, millis(since), limit)).await
+    }
+
     async fn prune(&self, retention: &Retention, now: SystemTime) -> Result<Pruned, StoreError> {
         let mut pruned = Pruned::default();
         if let Some(age) = retention.max_age {
@@ -413,6 +453,83 @@ fn insert_rows(
         ])?;
     }
     Ok(())
+}
+
+/// The fleet rows received at or after `since` (ms), newest first, at most
+/// `limit` of each kind (one more is read to tell whether there were more).
+fn window(conn: &Connection, since: i64, limit: u32) -> Result<WindowRows, StoreError> {
+    let take = i64::from(limit) + 1;
+    let mut w = WindowRows::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT instance_id, id, received_at, sonde_version, os, arch FROM reports
+         WHERE received_at >= ?1 ORDER BY received_at DESC, id DESC LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![since, take])?;
+    while let Some(r) = rows.next()? {
+        w.reports.push(ReportFact {
+            instance_id: uuid(&r.get::<_, String>(0)?)?,
+            report: r.get(1)?,
+            received_ms: r.get(2)?,
+            sonde_version: r.get(3)?,
+            os: r.get(4)?,
+            arch: r.get(5)?,
+        });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT instance_id, report, plugin, state, reason, d_events, d_busy_us, d_failures,
+                peak_memory_bytes
+         FROM report_plugins WHERE received_at >= ?1 ORDER BY received_at DESC, report DESC
+         LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![since, take])?;
+    while let Some(r) = rows.next()? {
+        w.plugins.push(PluginFact {
+            instance_id: uuid(&r.get::<_, String>(0)?)?,
+            report: r.get(1)?,
+            plugin: r.get(2)?,
+            state: r.get(3)?,
+            reason: r.get(4)?,
+            d_events: r.get(5)?,
+            d_busy_us: r.get(6)?,
+            d_failures: r.get(7)?,
+            peak_memory_bytes: r.get(8)?,
+        });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT instance_id, report, origin, owner, name, kind, unit, labels, value, delta
+         FROM report_metrics WHERE received_at >= ?1 ORDER BY received_at DESC, report DESC
+         LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![since, take])?;
+    while let Some(r) = rows.next()? {
+        w.metrics.push(MetricFact {
+            instance_id: uuid(&r.get::<_, String>(0)?)?,
+            report: r.get(1)?,
+            origin: r.get(2)?,
+            owner: r.get(3)?,
+            name: r.get(4)?,
+            kind: r.get(5)?,
+            unit: r.get(6)?,
+            labels: r.get(7)?,
+            value: r.get(8)?,
+            delta: r.get(9)?,
+        });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT v.instance_id, d.source, d.body
+         FROM deliveries v JOIN directives d ON d.id = v.directive_id
+         WHERE d.action = 'disable_plugin' ORDER BY v.delivered_at DESC, d.id DESC LIMIT ?1",
+    )?;
+    let mut rows = stmt.query(params![take])?;
+    while let Some(r) = rows.next()? {
+        w.disables.push(DisableFact {
+            instance_id: uuid(&r.get::<_, String>(0)?)?,
+            source: DirectiveSource::parse(&r.get::<_, String>(1)?),
+            directive: directive(&r.get::<_, String>(2)?)?,
+        });
+    }
+    w.cut(limit);
+    Ok(w)
 }
 
 fn uuid(text: &str) -> Result<Uuid, StoreError> {

@@ -3,7 +3,7 @@
 //! transaction at open.
 
 /// Migrations in order; `MIGRATIONS[n]` takes version `n` to `n + 1`.
-pub(super) const MIGRATIONS: [&str; 2] = [V1, V2];
+pub(super) const MIGRATIONS: [&str; 3] = [V1, V2, V3];
 
 /// Version 1: reports as JSON blobs, instances, directives and deliveries.
 /// (`IF NOT EXISTS`: the first collectors created it without a version.)
@@ -143,4 +143,11 @@ ALTER TABLE directives ADD COLUMN plugin TEXT;
 UPDATE directives SET action = COALESCE(json_extract(body, '$.action'), ''),
                       plugin = json_extract(body, '$.plugin');
 CREATE INDEX directives_by_plugin ON directives (plugin);
+";
+
+/// Version 3: the fleet figures read a time window of plugin and metric
+/// rows, newest first.
+const V3: &str = "
+CREATE INDEX report_plugins_by_time ON report_plugins (received_at);
+CREATE INDEX report_metrics_by_time ON report_metrics (received_at);
 ";
