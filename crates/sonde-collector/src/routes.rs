@@ -361,7 +361,7 @@ async fn fleet(
     query: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let window = WindowQuery::window(query)?;
-    Ok(Json(state.store().fleet(window, SystemTime::now(), None).await?).into_response())
+    Ok(Json(&*state.fleet(window, false).await?).into_response())
 }
 
 async fn public_fleet(
@@ -369,8 +369,7 @@ async fn public_fleet(
     query: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let window = WindowQuery::window(query)?;
-    let k = Some(state.k_anonymity());
-    Ok(Json(state.store().fleet(window, SystemTime::now(), k).await?).into_response())
+    Ok(Json(&*state.fleet(window, true).await?).into_response())
 }
 
 /// The collector's own counters, in the Prometheus text format.

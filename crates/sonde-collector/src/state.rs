@@ -1,17 +1,18 @@
 //! What the routes share: the store, the policy, the rate limiter, the
 //! admin access and the collector's own counters, behind one `Arc`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::admin::AdminAccess;
 use crate::config::Policy;
-use crate::fleet::{DEFAULT_K, MIN_K};
+use crate::fleet::{DEFAULT_K, Fleet, MIN_K};
 use crate::limit::RateLimiter;
 use crate::stats::Stats;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Uploads decoded at once. Each may hold [`MAX_DECODED_BYTES`] of JSON
 /// and the reports parsed from it, so this bounds the memory uploads can
@@ -20,6 +21,28 @@ use crate::store::Store;
 ///
 /// [`MAX_DECODED_BYTES`]: crate::upload::MAX_DECODED_BYTES
 pub const MAX_CONCURRENT_DECODES: usize = 4;
+
+/// Fleet figures computed at once. Each reads up to
+/// [`MAX_FLEET_ROWS`](crate::fleet::MAX_FLEET_ROWS) rows of each kind, and
+/// anyone may ask for the public ones: more requests wait their turn.
+pub const MAX_CONCURRENT_FLEET_READS: usize = 2;
+
+/// How long the public (k-anonymous) figures of one window are served
+/// from memory before they are read again: a visitor reloading a public
+/// page costs the database nothing in between.
+pub const PUBLIC_FLEET_TTL: Duration = Duration::from_secs(30);
+
+/// Windows whose public figures are kept (the oldest entry makes room).
+pub const MAX_CACHED_WINDOWS: usize = 8;
+
+/// Public figures of one window, as last computed.
+#[derive(Debug)]
+struct Cached {
+    window: Duration,
+    k: u32,
+    at: Instant,
+    fleet: Arc<Fleet>,
+}
 
 /// The collector's shared state; cheap to clone.
 #[derive(Debug, Clone)]
@@ -36,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) stats: Arc<Stats>,
     decoders: Semaphore,
     k: AtomicU32,
+    fleet_reads: Semaphore,
+    public_fleet: Mutex<Vec<Cached>>,
 }
 
 impl CollectorState {
@@ -51,6 +76,8 @@ impl CollectorState {
                 stats: Arc::new(Stats::default()),
                 decoders: Semaphore::new(MAX_CONCURRENT_DECODES),
                 k: AtomicU32::new(DEFAULT_K),
+                fleet_reads: Semaphore::new(MAX_CONCURRENT_FLEET_READS),
+                public_fleet: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -70,6 +97,40 @@ impl CollectorState {
     /// The k of the k-anonymous figures.
     pub fn k_anonymity(&self) -> u32 {
         self.inner.k.load(Relaxed)
+    }
+
+    /// The fleet figures over the last `window` (at most
+    /// [`MAX_WINDOW`](crate::fleet::MAX_WINDOW)): all of them for the
+    /// admin, the k-anonymous ones for the public. At most
+    /// [`MAX_CONCURRENT_FLEET_READS`] are computed at once; public figures
+    /// are kept for [`PUBLIC_FLEET_TTL`] per window.
+    pub async fn fleet(&self, window: Duration, public: bool) -> Result<Arc<Fleet>, StoreError> {
+        let k = public.then(|| self.k_anonymity());
+        let cached = |k: u32| {
+            let cache = self.inner.public_fleet.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .iter()
+                .find(|c| c.window == window && c.k == k && c.at.elapsed() < PUBLIC_FLEET_TTL)
+                .map(|c| Arc::clone(&c.fleet))
+        };
+        if let Some(hit) = k.and_then(cached) {
+            return Ok(hit);
+        }
+        let _slot = self.inner.fleet_reads.acquire().await.ok();
+        // Another request may have read the same window while this one waited.
+        if let Some(hit) = k.and_then(cached) {
+            return Ok(hit);
+        }
+        let fleet = Arc::new(self.inner.store.fleet(window, SystemTime::now(), k).await?);
+        if let Some(k) = k {
+            let mut cache = self.inner.public_fleet.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|c| c.at.elapsed() < PUBLIC_FLEET_TTL && (c.window, c.k) != (window, k));
+            if cache.len() >= MAX_CACHED_WINDOWS {
+                cache.remove(0);
+            }
+            cache.push(Cached { window, k, at: Instant::now(), fleet: Arc::clone(&fleet) });
+        }
+        Ok(fleet)
     }
 
     /// The policy in force.

@@ -1,5 +1,6 @@
 //! The dashboard's pages and forms.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Form;
@@ -165,13 +166,9 @@ async fn fleet_for(
     state: &CollectorState,
     viewer: Viewer,
     query: Result<Query<WindowQuery>, QueryRejection>,
-) -> Result<Fleet, UiError> {
+) -> Result<Arc<Fleet>, UiError> {
     let window = WindowQuery::window(query)?;
-    let k = match viewer {
-        Viewer::Admin => None,
-        Viewer::Public => Some(state.k_anonymity()),
-    };
-    Ok(state.store().fleet(window, SystemTime::now(), k).await?)
+    Ok(state.fleet(window, viewer == Viewer::Public).await?)
 }
 
 fn groups(title: &str, id: &str, groups: &[Group]) -> Markup {

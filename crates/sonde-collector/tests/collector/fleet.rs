@@ -2,6 +2,8 @@
 //! (`/v1/fleet/public`, public `/ui` pages, `export --public`), on both
 //! backends, against a fleet whose figures are known.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, ensure};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -368,6 +370,23 @@ pub(crate) async fn public_figures_never_show_a_group_under_k(b: Backend) -> Res
         plugins.contains("\"<script>alert(1)</script>\"")
             || plugins.contains("<script>alert(1)</script>,")
     );
+
+    // The public figures of a window are kept for PUBLIC_FLEET_TTL (30 s):
+    // a 16th instance reporting now shows to the admin at once, and to the
+    // public (page and JSON alike) only once they are read again.
+    let public = || async {
+        let resp = server.client.get(server.url("/v1/fleet/public?window=1h")).send().await?;
+        anyhow::Ok(resp.json::<Value>().await?["instances"].as_u64())
+    };
+    assert_eq!(public().await?, Some(15));
+    server
+        .answer(&report(Uuid::new_v4(), vec![plugin("http", PluginState::Running, 10, 10)]))
+        .await?;
+    assert_eq!(public().await?, Some(15), "served from memory");
+    let admin = server.admin(server.client.get(server.url("/v1/fleet?window=1h"))).send().await?;
+    assert_eq!(admin.json::<Value>().await?["instances"].as_u64(), Some(16));
+    let fresh = server.state.fleet(Duration::from_secs(3600), false).await?;
+    assert_eq!(fresh.instances, Some(16));
     Ok(())
 }
 
