@@ -135,7 +135,10 @@ pub use retention::{Pruned, Retention};
 pub use routes::{
     DEFAULT_LIST_LIMIT, DEFAULT_REPORTS_LIMIT, MAX_ADMIN_BODY_BYTES, MAX_LIST_LIMIT, router,
 };
-pub use state::{CollectorState, MAX_CONCURRENT_DECODES};
+pub use state::{
+    CollectorState, MAX_CACHED_WINDOWS, MAX_CONCURRENT_DECODES, MAX_CONCURRENT_FLEET_READS,
+    PUBLIC_FLEET_TTL,
+};
 pub use stats::Stats;
 pub use store::{Db, Store, StoreError};
 pub use upload::{MAX_BODY_BYTES, MAX_DECODED_BYTES, MAX_REPORTS_PER_BATCH, Received};
