@@ -113,6 +113,29 @@ impl AdminAccess {
     }
 }
 
+/// What the dashboard's session cookie is derived from, with the token.
+const SESSION_CONTEXT: &[u8] = b"sonde-collector /ui session v1";
+
+impl AdminAccess {
+    /// The value of a logged-in browser's session cookie: HMAC-SHA256 of a
+    /// fixed context keyed by the admin token, hex-encoded. The cookie is
+    /// therefore not the token (a stolen one does not open the API, and
+    /// tells nothing of the token), and changing the token ends every
+    /// session. `None` without a token.
+    pub(crate) fn session(&self) -> Option<String> {
+        use hmac::Mac as _;
+        let AdminAccess::Token(token) = self else { return None };
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).ok()?;
+        mac.update(SESSION_CONTEXT);
+        Some(mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Whether `cookie` is the session value of [`session`](Self::session).
+    pub(crate) fn check_session(&self, cookie: &str) -> bool {
+        self.session().is_some_and(|s| constant_time_eq(s.as_bytes(), cookie.as_bytes()))
+    }
+}
+
 /// Compares without stopping at the first difference, so response times do
 /// not tell how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

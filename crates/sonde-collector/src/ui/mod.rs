@@ -12,8 +12,9 @@
 //!
 //! **Who is admin**: whoever the admin API lets in ([`crate::admin`]): a
 //! request with `Authorization: Bearer TOKEN`, or a browser that logged in
-//! at `/ui/login` (the token is kept in an `HttpOnly`, `SameSite=Strict`
-//! cookie scoped to `/ui`, so other sites cannot post the forms), or a
+//! at `/ui/login` (it gets an `HttpOnly`, `SameSite=Strict` cookie scoped
+//! to `/ui` holding an HMAC of a fixed text keyed by the token, not the
+//! token: [`AdminAccess::session`](crate::AdminAccess)), or a
 //! loopback peer when no token is set and the collector listens on
 //! loopback. Everyone else gets the k-anonymous figures
 //! ([`crate::fleet`]): no group under k instances, no instance's page, no
@@ -115,18 +116,16 @@ impl FromRequestParts<CollectorState> for Viewer {
     ) -> Result<Viewer, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let cookie = parts
+        let admin = &state.inner().admin;
+        let session = parts
             .headers
             .get_all(COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix(COOKIE_NAME)?.strip_prefix('='))
-            .and_then(pages::unhex)
-            .map(|token| format!("Bearer {token}"));
-        let admin = &state.inner().admin;
-        let ok = admin.check(header, peer).is_ok()
-            || cookie.is_some_and(|c| admin.check(Some(&c), peer).is_ok());
+            .filter_map(|c| c.trim().strip_prefix(COOKIE_NAME)?.strip_prefix('='))
+            .any(|value| admin.check_session(value));
+        let ok = session || admin.check(header, peer).is_ok();
         Ok(if ok { Viewer::Admin } else { Viewer::Public })
     }
 }

@@ -610,7 +610,7 @@ fn login_page(viewer: Viewer, error: Option<&str>, access: &AdminAccess) -> Mark
                         p { label { "Admin token " input type="password" name="token" required; } }
                         p { button type="submit" { "Log in" } }
                     }
-                    p.note { "The token is kept in a cookie for /ui only (HttpOnly, SameSite=Strict)." }
+                    p.note { "This browser then gets a session cookie for /ui only (HttpOnly, SameSite=Strict) that is not the token; changing the token ends every session." }
                 }
                 AdminAccess::Loopback => p { "No admin token is set: loopback visitors are admins." },
                 AdminAccess::Closed => p { "No admin token is set: the admin view is closed." },
@@ -641,9 +641,9 @@ pub(super) async fn login(
         let body = login_page(Viewer::Public, Some("Wrong token."), access);
         return (StatusCode::UNAUTHORIZED, body).into_response();
     }
-    // The token is visible ASCII; a cookie value may not hold some of it
-    // (`;`, `,`, spaces, quotes), so it goes hex-encoded.
-    let cookie = format!("{COOKIE_NAME}={}; Path=/ui; HttpOnly; SameSite=Strict", hex(&form.token));
+    // The session value, not the token (see `AdminAccess::session`).
+    let session = access.session().unwrap_or_default();
+    let cookie = format!("{COOKIE_NAME}={session}; Path=/ui; HttpOnly; SameSite=Strict");
     let mut response = see_other("/ui");
     if let Ok(v) = cookie.parse() {
         response.headers_mut().insert(SET_COOKIE, v);
@@ -661,29 +661,29 @@ pub(super) async fn logout() -> Response {
     response
 }
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The token in a cookie value, if it is one [`hex`] wrote.
-pub(super) fn unhex(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) || s.len() > 2 * crate::admin::MAX_ADMIN_TOKEN_LEN {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
-    String::from_utf8(bytes?).ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::AdminAccess;
 
     #[test]
-    fn the_cookie_holds_any_token_hex_encoded() {
-        let token = "a;b, c\"d=e0123456789";
-        assert_eq!(unhex(&hex(token)).as_deref(), Some(token));
-        assert_eq!(unhex("zz"), None);
-        assert_eq!(unhex("abc"), None);
+    fn the_session_cookie_is_not_the_token_and_ends_with_it() {
+        let listen = "127.0.0.1:0".parse().expect("an address");
+        let token = "a;b,c\"d=e0123456789";
+        let access = AdminAccess::new(Some(token.into()), listen).expect("a valid token");
+        let session = access.session().expect("a token is set");
+        assert_eq!(session.len(), 64);
+        assert!(session.bytes().all(|b| b.is_ascii_hexdigit()), "{session}");
+        assert!(!session.contains(token) && !session.contains("0123456789"));
+        assert!(access.check_session(&session));
+        assert!(!access.check_session(&session[..63]));
+        assert!(!access.check_session(&format!("Bearer {token}")));
+        // Another token (a rotated one): the old cookie no longer opens.
+        let rotated = AdminAccess::new(Some("another-token-0123456789".into()), listen)
+            .expect("a valid token");
+        assert!(!rotated.check_session(&session));
+        // Without a token there are no sessions at all.
+        let loopback = AdminAccess::new(None, listen).expect("loopback");
+        assert_eq!(loopback.session(), None);
+        assert!(!loopback.check_session(""));
     }
 }
